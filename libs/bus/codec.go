@@ -1,0 +1,209 @@
+package bus
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/types"
+	"github.com/nats-io/nats.go"
+)
+
+// Header names of the CloudEvents NATS binding (binary mode) and of JetStream.
+const (
+	HeaderPrefix        = "ce-"
+	HeaderSpecVersion   = "ce-specversion"
+	HeaderID            = "ce-id"
+	HeaderSource        = "ce-source"
+	HeaderType          = "ce-type"
+	HeaderSubject       = "ce-subject"
+	HeaderTime          = "ce-time"
+	HeaderDataSchema    = "ce-dataschema"
+	HeaderContentType   = "content-type"
+	headerDataCT        = "ce-datacontenttype" // sent by the CloudEvents Go SDK's JetStream binding
+	HeaderNatsMsgID     = nats.MsgIdHdr
+	ContentTypeCEJSON   = "application/cloudevents+json"
+	ContentTypeJSON     = "application/json"
+	ContentTypeProtobuf = "application/protobuf"
+)
+
+// Extension names Gyre sets on events.
+const (
+	ExtTraceParent    = "traceparent"
+	ExtTraceState     = "tracestate"
+	ExtCorrelationID  = "correlationid"
+	ExtCausationID    = "causationid"
+	ExtPipeline       = "pipeline"
+	ExtModelVersion   = "modelversion"
+	ExtDatasetVersion = "datasetversion"
+)
+
+// EncodeBinary writes ev as a NATS message in CloudEvents binary mode: each
+// context attribute and extension in a ce- header, datacontenttype in
+// content-type, the data as the body, and Nats-Msg-Id set to the event id so
+// that JetStream stores a retried publish once.
+func EncodeBinary(subject string, ev *event.Event) (*nats.Msg, error) {
+	if err := ev.Validate(); err != nil {
+		return nil, Permanentf("invalid CloudEvent: %w", err)
+	}
+	h := make(nats.Header, 10+len(ev.Extensions()))
+	h[HeaderSpecVersion] = []string{ev.SpecVersion()}
+	h[HeaderID] = []string{ev.ID()}
+	h[HeaderSource] = []string{ev.Source()}
+	h[HeaderType] = []string{ev.Type()}
+	if s := ev.Subject(); s != "" {
+		h[HeaderSubject] = []string{s}
+	}
+	if t := ev.Time(); !t.IsZero() {
+		h[HeaderTime] = []string{t.UTC().Format(time.RFC3339Nano)}
+	}
+	if s := ev.DataSchema(); s != "" {
+		h[HeaderDataSchema] = []string{s}
+	}
+	if ct := ev.DataContentType(); ct != "" {
+		h[HeaderContentType] = []string{ct}
+	}
+	for name, v := range ev.Extensions() {
+		s, err := types.Format(v)
+		if err != nil {
+			return nil, Permanentf("extension %q: %w", name, err)
+		}
+		h[HeaderPrefix+name] = []string{s}
+	}
+	h[HeaderNatsMsgID] = []string{ev.ID()}
+	return &nats.Msg{Subject: subject, Header: h, Data: ev.Data()}, nil
+}
+
+// EncodeStructured writes ev as one JSON document
+// (application/cloudevents+json), the structured mode of the binding.
+func EncodeStructured(subject string, ev *event.Event) (*nats.Msg, error) {
+	if err := ev.Validate(); err != nil {
+		return nil, Permanentf("invalid CloudEvent: %w", err)
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, Permanentf("encode structured CloudEvent: %w", err)
+	}
+	h := nats.Header{HeaderContentType: {ContentTypeCEJSON}, HeaderNatsMsgID: {ev.ID()}}
+	return &nats.Msg{Subject: subject, Header: h, Data: body}, nil
+}
+
+// Decode reads a CloudEvent from a NATS message's headers and body. It takes
+// binary mode (ce- headers, with the datacontenttype either in content-type or
+// in ce-datacontenttype as the CloudEvents Go SDK's JetStream binding sends
+// it) and structured mode (a JSON document, announced by content-type
+// application/cloudevents+json or by the absence of ce-specversion). Every
+// failure is a *MalformedError naming what is wrong.
+func Decode(h nats.Header, data []byte) (event.Event, error) {
+	if v := headerValue(h, HeaderSpecVersion); v != "" {
+		return decodeBinary(h, data, v)
+	}
+	ct := headerValue(h, HeaderContentType)
+	if ct != "" && !strings.HasPrefix(ct, ContentTypeCEJSON) && !strings.HasPrefix(ct, ContentTypeJSON) {
+		return event.Event{}, malformed("no %s header (binary mode) and content-type %q is not %s (structured mode)", HeaderSpecVersion, ct, ContentTypeCEJSON)
+	}
+	return decodeStructured(data)
+}
+
+func decodeStructured(data []byte) (event.Event, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return event.Event{}, malformed("no %s header (binary mode) and the body is not a structured-mode JSON object", HeaderSpecVersion)
+	}
+	var probe struct {
+		SpecVersion *string `json:"specversion"`
+	}
+	if err := json.Unmarshal(trimmed, &probe); err != nil {
+		return event.Event{}, malformed("structured mode: body is not valid JSON: %v", err)
+	}
+	if probe.SpecVersion == nil {
+		return event.Event{}, malformed("structured mode: no specversion attribute")
+	}
+	if *probe.SpecVersion != event.CloudEventsVersionV1 {
+		return event.Event{}, malformed("unsupported specversion %q (want %q)", *probe.SpecVersion, event.CloudEventsVersionV1)
+	}
+	ev := event.New()
+	if err := json.Unmarshal(trimmed, &ev); err != nil {
+		return event.Event{}, malformed("structured mode: %v", err)
+	}
+	if err := ev.Validate(); err != nil {
+		return event.Event{}, malformed("structured mode: %v", err)
+	}
+	return ev, nil
+}
+
+func decodeBinary(h nats.Header, data []byte, specVersion string) (event.Event, error) {
+	if specVersion != event.CloudEventsVersionV1 {
+		return event.Event{}, malformed("unsupported specversion %q (want %q)", specVersion, event.CloudEventsVersionV1)
+	}
+	ev := event.New(event.CloudEventsVersionV1)
+	var contentType, sdkContentType string
+	for key, vals := range h {
+		if len(vals) == 0 {
+			continue
+		}
+		k := strings.ToLower(key)
+		v := vals[0]
+		if k == HeaderContentType {
+			contentType = v
+			continue
+		}
+		if !strings.HasPrefix(k, HeaderPrefix) {
+			continue // transport headers: Nats-Msg-Id, Nats-Expected-*, …
+		}
+		switch name := k[len(HeaderPrefix):]; name {
+		case "specversion":
+		case "id":
+			ev.SetID(v)
+		case "source":
+			ev.SetSource(v)
+		case "type":
+			ev.SetType(v)
+		case "subject":
+			ev.SetSubject(v)
+		case "dataschema":
+			ev.SetDataSchema(v)
+		case "datacontenttype":
+			sdkContentType = v
+		case "time":
+			t, err := types.ParseTime(v)
+			if err != nil {
+				return event.Event{}, malformed("header %s: %q is not an RFC 3339 time", HeaderTime, v)
+			}
+			ev.SetTime(t)
+		default:
+			if err := ev.Context.SetExtension(name, v); err != nil {
+				return event.Event{}, malformed("header %s%s: %v", HeaderPrefix, name, err)
+			}
+		}
+	}
+	switch {
+	case contentType != "":
+		ev.SetDataContentType(contentType)
+	case sdkContentType != "":
+		ev.SetDataContentType(sdkContentType)
+	}
+	if len(data) > 0 {
+		ev.DataEncoded = data
+	}
+	if err := ev.Validate(); err != nil {
+		return event.Event{}, malformed("binary mode: %v", err)
+	}
+	return ev, nil
+}
+
+// headerValue reads a header case-insensitively: NATS headers keep the case
+// their producer wrote, and producers in other languages write Ce-Id or CE-ID.
+func headerValue(h nats.Header, key string) string {
+	if v, ok := h[key]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
+	}
+	return ""
+}

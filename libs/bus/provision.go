@@ -1,0 +1,257 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gyrehq/gyre/events"
+)
+
+// Topology is what a server must hold: streams, durable consumers, key-value
+// and object store buckets.
+type Topology struct {
+	Streams      []jetstream.StreamConfig
+	Consumers    []events.Consumer
+	KeyValues    []jetstream.KeyValueConfig
+	ObjectStores []jetstream.ObjectStoreConfig
+}
+
+// FullTopology is the catalog's whole topology: every stream, every service's
+// consumers, every bucket. `gyre up` provisions it.
+func FullTopology() Topology {
+	return Topology{
+		Streams:      events.Streams(),
+		Consumers:    events.AllConsumers(),
+		KeyValues:    events.KeyValues(),
+		ObjectStores: events.ObjectStores(),
+	}
+}
+
+// ServiceTopology is what one service needs when it runs alone: every stream
+// and bucket (the loop's events cross them all) and its own consumers.
+func ServiceTopology(service string) Topology {
+	t := FullTopology()
+	t.Consumers = events.ServiceConsumers()[service]
+	return t
+}
+
+// Action says what provisioning did to one resource.
+type Action string
+
+// Provisioning actions.
+const (
+	Created   Action = "created"
+	Updated   Action = "updated"
+	Unchanged Action = "unchanged"
+)
+
+// Change is one line of a provisioning report.
+type Change struct {
+	Kind   string // stream, consumer, kv, object
+	Name   string
+	Action Action
+	// Diff names the settings that differed, for Updated.
+	Diff []string
+}
+
+func (c Change) String() string {
+	s := fmt.Sprintf("%-8s %-40s %s", c.Kind, c.Name, c.Action)
+	if len(c.Diff) > 0 {
+		s += " (" + strings.Join(c.Diff, ", ") + ")"
+	}
+	return s
+}
+
+// Provision makes the server hold the topology, idempotently: it creates what
+// is missing, updates what differs in a setting that can change in place, and
+// leaves the rest alone, so a second run reports every resource unchanged.
+// A difference that cannot be changed in place (a stream's retention or
+// storage) is an error naming the resource and setting.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Change, error) {
+	var report []Change
+	for _, cfg := range t.Streams {
+		c, err := provisionStream(ctx, js, cfg)
+		if err != nil {
+			return report, err
+		}
+		report = append(report, c)
+	}
+	for _, decl := range t.Consumers {
+		c, err := provisionConsumer(ctx, js, decl)
+		if err != nil {
+			return report, err
+		}
+		report = append(report, c)
+	}
+	for _, cfg := range t.KeyValues {
+		c, err := provisionKV(ctx, js, cfg)
+		if err != nil {
+			return report, err
+		}
+		report = append(report, c)
+	}
+	for _, cfg := range t.ObjectStores {
+		c, err := provisionObjectStore(ctx, js, cfg)
+		if err != nil {
+			return report, err
+		}
+		report = append(report, c)
+	}
+	return report, nil
+}
+
+func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Change, error) {
+	ch := Change{Kind: "stream", Name: want.Name}
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, want); err != nil {
+			return ch, fmt.Errorf("create stream %s: %w", want.Name, err)
+		}
+		ch.Action = Created
+		return ch, nil
+	}
+	if err != nil {
+		return ch, fmt.Errorf("stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	if have.Retention != want.Retention {
+		return ch, fmt.Errorf("stream %s has retention %s, declared %s: retention cannot change in place; remove the stream or migrate it", want.Name, have.Retention, want.Retention)
+	}
+	if have.Storage != want.Storage {
+		return ch, fmt.Errorf("stream %s has storage %s, declared %s: storage cannot change in place; remove the stream or migrate it", want.Name, have.Storage, want.Storage)
+	}
+	var diff []string
+	if !slices.Equal(have.Subjects, want.Subjects) {
+		diff = append(diff, "subjects")
+	}
+	if have.MaxAge != want.MaxAge {
+		diff = append(diff, "max_age")
+	}
+	if have.Duplicates != want.Duplicates {
+		diff = append(diff, "duplicate_window")
+	}
+	if have.Discard != want.Discard {
+		diff = append(diff, "discard")
+	}
+	if have.Description != want.Description {
+		diff = append(diff, "description")
+	}
+	if len(diff) == 0 {
+		ch.Action = Unchanged
+		return ch, nil
+	}
+	// Keep the server's settings the declaration does not name.
+	upd := have
+	upd.Subjects, upd.MaxAge, upd.Duplicates, upd.Discard, upd.Description = want.Subjects, want.MaxAge, want.Duplicates, want.Discard, want.Description
+	if _, err := js.UpdateStream(ctx, upd); err != nil {
+		return ch, fmt.Errorf("update stream %s (%s): %w", want.Name, strings.Join(diff, ", "), err)
+	}
+	ch.Action, ch.Diff = Updated, diff
+	return ch, nil
+}
+
+func provisionConsumer(ctx context.Context, js jetstream.JetStream, decl events.Consumer) (Change, error) {
+	ch := Change{Kind: "consumer", Name: decl.Stream + "/" + decl.Durable()}
+	if err := decl.Validate(); err != nil {
+		return ch, err
+	}
+	want := decl.Config()
+	c, err := js.Consumer(ctx, decl.Stream, decl.Durable())
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if _, err := js.CreateOrUpdateConsumer(ctx, decl.Stream, want); err != nil {
+			return ch, fmt.Errorf("create consumer %s: %w", ch.Name, err)
+		}
+		ch.Action = Created
+		return ch, nil
+	}
+	if err != nil {
+		return ch, fmt.Errorf("consumer %s: %w", ch.Name, err)
+	}
+	have := c.CachedInfo().Config
+	if have.DeliverPolicy != want.DeliverPolicy || have.AckPolicy != want.AckPolicy {
+		return ch, fmt.Errorf("consumer %s has deliver/ack policy %s/%s, declared %s/%s: these cannot change in place; remove the consumer or give the handler a new name",
+			ch.Name, have.DeliverPolicy, have.AckPolicy, want.DeliverPolicy, want.AckPolicy)
+	}
+	var diff []string
+	if have.FilterSubject != want.FilterSubject {
+		diff = append(diff, "filter_subject")
+	}
+	if have.AckWait != want.AckWait {
+		diff = append(diff, "ack_wait")
+	}
+	if have.MaxDeliver != want.MaxDeliver {
+		diff = append(diff, "max_deliver")
+	}
+	if have.MaxAckPending != want.MaxAckPending {
+		diff = append(diff, "max_ack_pending")
+	}
+	if have.Description != want.Description {
+		diff = append(diff, "description")
+	}
+	if len(diff) == 0 {
+		ch.Action = Unchanged
+		return ch, nil
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, decl.Stream, want); err != nil {
+		return ch, fmt.Errorf("update consumer %s (%s): %w", ch.Name, strings.Join(diff, ", "), err)
+	}
+	ch.Action, ch.Diff = Updated, diff
+	return ch, nil
+}
+
+func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Change, error) {
+	ch := Change{Kind: "kv", Name: want.Bucket}
+	kv, err := js.KeyValue(ctx, want.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateKeyValue(ctx, want); err != nil {
+			return ch, fmt.Errorf("create kv bucket %s: %w", want.Bucket, err)
+		}
+		ch.Action = Created
+		return ch, nil
+	}
+	if err != nil {
+		return ch, fmt.Errorf("kv bucket %s: %w", want.Bucket, err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return ch, fmt.Errorf("kv bucket %s status: %w", want.Bucket, err)
+	}
+	var diff []string
+	if st.History() != int64(max(want.History, 1)) {
+		diff = append(diff, "history")
+	}
+	if st.TTL() != want.TTL {
+		diff = append(diff, "ttl")
+	}
+	if len(diff) == 0 {
+		ch.Action = Unchanged
+		return ch, nil
+	}
+	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
+		return ch, fmt.Errorf("update kv bucket %s (%s): %w", want.Bucket, strings.Join(diff, ", "), err)
+	}
+	ch.Action, ch.Diff = Updated, diff
+	return ch, nil
+}
+
+func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jetstream.ObjectStoreConfig) (Change, error) {
+	ch := Change{Kind: "object", Name: want.Bucket}
+	_, err := js.ObjectStore(ctx, want.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateObjectStore(ctx, want); err != nil {
+			return ch, fmt.Errorf("create object store %s: %w", want.Bucket, err)
+		}
+		ch.Action = Created
+		return ch, nil
+	}
+	if err != nil {
+		return ch, fmt.Errorf("object store %s: %w", want.Bucket, err)
+	}
+	ch.Action = Unchanged
+	return ch, nil
+}

@@ -1,0 +1,313 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/gyrehq/gyre/events"
+)
+
+// Handler handles one CloudEvent. Return nil when it is handled, a permanent
+// error (see Permanent) when the event can never be handled, and any other
+// error when a retry may succeed. Events published through the Publisher with
+// the handler's ctx inherit the event's correlationid, get it as their
+// causationid, and continue its trace.
+type Handler func(ctx context.Context, ev event.Event) error
+
+// RouterConfig configures a Router.
+type RouterConfig struct {
+	// Service names the service; it labels metrics and logs and names the
+	// dead-letter subject gyre.dlq.<service>.
+	Service string
+	// Retries is how many times a transient error is retried in-process
+	// before the message is returned to the server for a delayed redelivery.
+	Retries int
+	// RetryInitial and RetryMax bound the exponential backoff between retries.
+	RetryInitial, RetryMax time.Duration
+	// CloseTimeout bounds the drain on shutdown.
+	CloseTimeout time.Duration
+	// Logger receives the router's logs; handlers get a child with event attributes.
+	Logger *slog.Logger
+	// Metrics records per-handler metrics (nil: none).
+	Metrics *Metrics
+}
+
+func (c *RouterConfig) setDefaults() {
+	if c.Retries == 0 {
+		c.Retries = 3
+	}
+	if c.RetryInitial == 0 {
+		c.RetryInitial = 100 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 2 * time.Second
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Router runs a service's handlers on a Watermill router: each handler reads
+// one durable consumer, and every message passes through the bus middleware —
+// metrics and logs, dead-lettering, retry with exponential backoff, panic
+// recovery, CloudEvent decoding, lineage and tracing.
+type Router struct {
+	cfg    RouterConfig
+	js     jetstream.JetStream
+	wm     *message.Router
+	dlq    string
+	tracer trace.Tracer
+}
+
+// NewRouter returns a router for a service.
+func NewRouter(js jetstream.JetStream, cfg RouterConfig) (*Router, error) {
+	cfg.setDefaults()
+	dlq, err := events.DLQSubject(cfg.Service)
+	if err != nil {
+		return nil, err
+	}
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermill.NewSlogLoggerWithLevelMapping(
+		cfg.Logger.With("component", "watermill"),
+		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug},
+	))
+	if err != nil {
+		return nil, err
+	}
+	return &Router{cfg: cfg, js: js, wm: wm, dlq: dlq, tracer: otel.Tracer("github.com/gyrehq/gyre/libs/bus")}, nil
+}
+
+// HandlerOption configures one handler.
+type HandlerOption func(*handlerOptions)
+
+type handlerOptions struct{ concurrency int }
+
+// WithConcurrency lets up to n messages of the handler run at once (default 1,
+// which keeps the stream's order).
+func WithConcurrency(n int) HandlerOption {
+	return func(o *handlerOptions) { o.concurrency = n }
+}
+
+// Handle registers h for the messages of the declared consumer. Call it
+// before Run.
+func (r *Router) Handle(decl events.Consumer, h Handler, opts ...HandlerOption) error {
+	if err := decl.Validate(); err != nil {
+		return err
+	}
+	o := handlerOptions{concurrency: 1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	name := decl.Durable()
+	sub := NewSubscriber(r.js, decl, o.concurrency, r.cfg.Logger)
+	wh := r.wm.AddConsumerHandler(name, name, sub, r.adapt(decl, h))
+	wh.AddMiddleware(
+		r.observe(name),
+		r.deadLetter(decl),
+		middleware.Retry{
+			MaxRetries:      r.cfg.Retries,
+			InitialInterval: r.cfg.RetryInitial,
+			MaxInterval:     r.cfg.RetryMax,
+			Multiplier:      2,
+			MaxElapsedTime:  time.Minute,
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
+			OnRetryHook:     func(int, time.Duration) { r.cfg.Metrics.retried(r.cfg.Service, name) },
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	return nil
+}
+
+// Run runs the handlers until ctx ends, then drains: no new message is taken,
+// messages in hand are finished and acknowledged, within CloseTimeout.
+func (r *Router) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- r.wm.Run(ctx) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	closeErr := r.wm.Close()
+	runErr := <-errc
+	return errors.Join(runErr, closeErr)
+}
+
+// Running is closed once every handler is subscribed.
+func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
+
+// adapt turns a Handler into a Watermill handler: decode, then call h with a
+// context that carries the event's lineage, trace and logger.
+func (r *Router) adapt(decl events.Consumer, h Handler) message.NoPublishHandlerFunc {
+	name := decl.Durable()
+	return func(m *message.Message) error {
+		raw, ok := RawMessage(m)
+		if !ok {
+			return Permanentf("message %s has no NATS message attached", m.UUID)
+		}
+		ev, err := Decode(raw.Headers(), raw.Data())
+		if err != nil {
+			return err
+		}
+		ctx := ExtractTrace(m.Context(), &ev)
+		ctx, span := r.tracer.Start(ctx, "handle "+ev.Type(), trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "nats"),
+				attribute.String("messaging.destination.name", raw.Subject()),
+				attribute.String("messaging.consumer.group.name", name),
+				attribute.String("cloudevents.event_id", ev.ID()),
+				attribute.String("cloudevents.event_type", ev.Type()),
+			))
+		defer span.End()
+		cause := CauseOf(ev)
+		ctx = WithCause(ctx, cause)
+		ctx = WithLogger(ctx, r.cfg.Logger.With(
+			"handler", name, "ce_id", ev.ID(), "ce_type", ev.Type(), "correlationid", cause.CorrelationID,
+		))
+		if err := h(ctx, ev); err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			return err
+		}
+		return nil
+	}
+}
+
+// observe logs and measures every outcome.
+func (r *Router) observe(name string) message.HandlerMiddleware {
+	return func(next message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) {
+			start := time.Now()
+			r.cfg.Metrics.inFlightAdd(r.cfg.Service, name, 1)
+			defer r.cfg.Metrics.inFlightAdd(r.cfg.Service, name, -1)
+			out, err := next(m)
+			outcome := "ack"
+			if err != nil {
+				outcome = "nak"
+				r.cfg.Logger.Warn("handler failed; message returned for redelivery",
+					"handler", name, "ce_id", m.UUID, "ce_type", m.Metadata[HeaderType],
+					"correlationid", m.Metadata[HeaderPrefix+ExtCorrelationID],
+					"delivered", m.Metadata[MetaDelivered], "error", err)
+			} else if m.Metadata[metaDeadLettered] != "" {
+				outcome = "dead_letter"
+			}
+			r.cfg.Metrics.observe(r.cfg.Service, name, outcome, time.Since(start))
+			return out, err
+		}
+	}
+}
+
+// Dead-letter headers added to the original message.
+const (
+	HeaderDLQReason     = "Gyre-Dlq-Reason"
+	HeaderDLQKind       = "Gyre-Dlq-Kind"
+	HeaderDLQService    = "Gyre-Dlq-Service"
+	HeaderDLQHandler    = "Gyre-Dlq-Handler"
+	HeaderDLQDeliveries = "Gyre-Dlq-Deliveries"
+	HeaderDLQSubject    = "Gyre-Dlq-Subject"
+	HeaderDLQStream     = "Gyre-Dlq-Stream"
+	HeaderDLQStreamSeq  = "Gyre-Dlq-Stream-Seq"
+	HeaderDLQTime       = "Gyre-Dlq-Time"
+	HeaderDLQMsgID      = "Gyre-Dlq-Original-Msg-Id"
+
+	metaDeadLettered = "_gyre_dead_lettered"
+)
+
+// maxReasonLen bounds the reason header; panics carry whole stack traces.
+const maxReasonLen = 4096
+
+// deadLetter sends a message whose handler failed permanently — or
+// transiently on the consumer's last delivery — to gyre.dlq.<service> with
+// its headers and body untouched plus the reason, and acknowledges it so the
+// handler moves on. If the dead-letter publish fails, the message is returned
+// for redelivery: it is never lost.
+func (r *Router) deadLetter(decl events.Consumer) message.HandlerMiddleware {
+	name := decl.Durable()
+	return func(next message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) {
+			out, err := next(m)
+			if err == nil {
+				return out, nil
+			}
+			delivered, _ := strconv.ParseUint(m.Metadata[MetaDelivered], 10, 64)
+			if !IsPermanent(err) {
+				if decl.MaxDeliver <= 0 || delivered < uint64(decl.MaxDeliver) {
+					return out, err
+				}
+				err = &exhaustedError{deliveries: delivered, err: err}
+			}
+			raw, ok := RawMessage(m)
+			if !ok {
+				return out, err
+			}
+			if dlqErr := r.publishDeadLetter(m, raw, name, err, delivered); dlqErr != nil {
+				r.cfg.Logger.Error("dead-letter publish failed; message returned for redelivery",
+					"handler", name, "ce_id", m.UUID, "error", dlqErr, "reason", err)
+				return out, fmt.Errorf("dead-letter publish: %w (handler error: %v)", dlqErr, err)
+			}
+			kind := errorKind(err)
+			r.cfg.Metrics.deadLettered(r.cfg.Service, name, kind)
+			r.cfg.Logger.Error("message dead-lettered",
+				"handler", name, "ce_id", m.UUID, "ce_type", m.Metadata[HeaderType],
+				"correlationid", m.Metadata[HeaderPrefix+ExtCorrelationID],
+				"kind", kind, "dlq", r.dlq, "reason", truncate(err.Error(), 512))
+			m.Metadata[metaDeadLettered] = "1"
+			return nil, nil
+		}
+	}
+}
+
+func (r *Router) publishDeadLetter(m *message.Message, raw jetstream.Msg, handler string, cause error, delivered uint64) error {
+	h := make(nats.Header, len(raw.Headers())+10)
+	for k, v := range raw.Headers() {
+		h[k] = append([]string(nil), v...)
+	}
+	if orig := h.Get(nats.MsgIdHdr); orig != "" {
+		h.Set(HeaderDLQMsgID, orig)
+	}
+	seq := m.Metadata[MetaStreamSeq]
+	stream := ""
+	if md, err := raw.Metadata(); err == nil {
+		stream = md.Stream
+	}
+	// One dead letter per (consumer, stream sequence): if the ack after a
+	// successful dead-letter publish is lost, the redelivered copy dedups.
+	h.Set(nats.MsgIdHdr, "dlq:"+handler+":"+stream+":"+seq)
+	h.Set(HeaderDLQReason, truncate(cause.Error(), maxReasonLen))
+	h.Set(HeaderDLQKind, errorKind(cause))
+	h.Set(HeaderDLQService, r.cfg.Service)
+	h.Set(HeaderDLQHandler, handler)
+	h.Set(HeaderDLQDeliveries, strconv.FormatUint(delivered, 10))
+	h.Set(HeaderDLQSubject, raw.Subject())
+	h.Set(HeaderDLQStream, stream)
+	h.Set(HeaderDLQStreamSeq, seq)
+	h.Set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := r.js.PublishMsg(ctx, &nats.Msg{Subject: r.dlq, Header: h, Data: raw.Data()})
+	return err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,135 @@
+// Package natstest gives tests a JetStream server: an embedded, in-process
+// nats-server with its storage in t.TempDir(), or — when NATS_URL is set —
+// the external server at that URL, so that the same tests run as component
+// tests and as integration tests against a real server process.
+//
+// Against an external server, tests that use it run one at a time across
+// every test process (a file lock), and each starts from a server without
+// Gyre's streams and buckets; the server is never skipped: if NATS_URL is set
+// and cannot be reached, the test fails.
+package natstest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gyrehq/gyre/libs/embednats"
+)
+
+// EnvURL names the variable that points the tests at an external server.
+const EnvURL = "NATS_URL"
+
+// Server is a JetStream server a test can use.
+type Server struct {
+	// URL is the client URL.
+	URL string
+	// External is true when the server is the one at NATS_URL.
+	External bool
+	// Embedded is the in-process server (nil when External).
+	Embedded *server.Server
+	// StoreDir is the embedded server's JetStream directory.
+	StoreDir string
+}
+
+// Start returns a server for t; everything it started is stopped at cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if url := os.Getenv(EnvURL); url != "" {
+		return external(t, url)
+	}
+	return StartEmbedded(t, t.TempDir())
+}
+
+// StartEmbedded starts an in-process server with JetStream file storage in
+// dir on a free loopback port. Restarting with the same dir keeps the data.
+func StartEmbedded(t testing.TB, dir string) *Server {
+	t.Helper()
+	s, err := embednats.Run(embednats.Options{StoreDir: dir})
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return &Server{URL: s.ClientURL(), Embedded: s, StoreDir: dir}
+}
+
+func external(t testing.TB, url string) *Server {
+	t.Helper()
+	lock := filepath.Join(os.TempDir(), "gyre-natstest.lock")
+	f, err := os.OpenFile(lock, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("natstest: lock %s: %v", lock, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("natstest: lock %s: %v", lock, err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close()
+	})
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("natstest: %s=%s is set but the server cannot be reached: %v", EnvURL, url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("natstest: %s has no JetStream: %v", url, err)
+	}
+	Reset(t, js)
+	return &Server{URL: url, External: true}
+}
+
+// Reset deletes Gyre's streams and buckets (names starting GYRE_, KV_gyre-,
+// OBJ_gyre-, or TEST_) so a test starts from an empty server.
+func Reset(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := js.StreamNames(ctx)
+	var doomed []string
+	for n := range names.Name() {
+		if strings.HasPrefix(n, "GYRE_") || strings.HasPrefix(n, "KV_gyre-") || strings.HasPrefix(n, "OBJ_gyre-") || strings.HasPrefix(n, "TEST_") {
+			doomed = append(doomed, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatalf("natstest: list streams: %v", err)
+	}
+	for _, n := range doomed {
+		if err := js.DeleteStream(ctx, n); err != nil {
+			t.Fatalf("natstest: delete stream %s: %v", n, err)
+		}
+	}
+}
+
+// Connect returns a connection and JetStream context to s, closed at cleanup.
+func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(s.URL, nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("natstest: connect %s: %v", s.URL, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	return nc, js
+}

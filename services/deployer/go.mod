@@ -1,0 +1,3 @@
+module github.com/gyrehq/gyre/services/deployer
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/gyrehq/gyre/services/evaluator
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/gyrehq/gyre/services/monitor
+
+go 1.26.8
