@@ -127,8 +127,15 @@ func (r *Router) Handle(decl events.Consumer, h Handler, opts ...HandlerOption) 
 			MaxInterval:     r.cfg.RetryMax,
 			Multiplier:      2,
 			MaxElapsedTime:  time.Minute,
-			ShouldRetry:     func(p middleware.RetryParams) bool { return !IsPermanent(p.Err) },
-			OnRetryHook:     func(int, time.Duration) { r.cfg.Metrics.retried(r.cfg.Service, name) },
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				if IsPermanent(p.Err) {
+					return false
+				}
+				if p.RetryNum < r.cfg.Retries {
+					r.cfg.Metrics.retried(r.cfg.Service, name)
+				}
+				return true
+			},
 		}.Middleware,
 		middleware.Recoverer,
 	)

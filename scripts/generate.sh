@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# generate.sh regenerates the Go code of the event payloads from the .proto
+# sources in schemas/ into events/gyrev1/ (package gyrev1).
+#
+#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go
+#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go instead (check-generated.sh)
+#
+# Tools: protoc from Debian's protobuf-compiler package (installed with apt-get
+# when missing) and protoc-gen-go at the version pinned by the `tool` directive
+# of events/go.mod, run through `go tool` with the events module alone
+# (GOWORK=off) so that no other module of the workspace can change its version.
+#
+# The output is deterministic: files are generated into a scratch directory and
+# then replace the destination's *.pb.go (stale ones removed). The one line
+# that depends on the local protoc build, the "// protoc vX.Y.Z" version in
+# each file's header, is normalised to "(unknown)" (what protoc-gen-go writes
+# when protoc reports no version) so that machines with different protoc
+# releases agree byte for byte; the generated code itself does not depend on
+# the protoc release for proto3 sources.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dest="${1:-$root/events/gyrev1}"
+module="github.com/gyrehq/gyre/events"
+
+if ! command -v protoc >/dev/null 2>&1; then
+	echo "generate: protoc missing; installing Debian's protobuf-compiler" >&2
+	sudo=""
+	if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+	$sudo apt-get update -qq
+	$sudo apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null
+fi
+
+# Well-known types (google/protobuf/struct.proto): next to protoc's prefix
+# (Debian's libprotobuf-dev puts them in /usr/include).
+wkt=""
+for dir in "$(dirname "$(dirname "$(command -v protoc)")")/include" /usr/include /usr/local/include; do
+	if [ -f "$dir/google/protobuf/struct.proto" ]; then
+		wkt="$dir"
+		break
+	fi
+done
+if [ -z "$wkt" ]; then
+	echo "generate: google/protobuf/struct.proto not found; install libprotobuf-dev" >&2
+	exit 1
+fi
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# protoc-gen-go at the version of events/go.mod's tool directive: `go tool -n`
+# builds it into the build cache (once) and prints its path; fall back to an
+# explicit build where that path is not runnable.
+plugin="$(cd "$root/events" && GOWORK=off GOFLAGS=-mod=readonly go tool -n protoc-gen-go)"
+if [ ! -x "$plugin" ]; then
+	plugin="$work/bin/protoc-gen-go"
+	(cd "$root/events" && GOWORK=off GOFLAGS=-mod=readonly go build -o "$plugin" google.golang.org/protobuf/cmd/protoc-gen-go)
+fi
+
+mkdir -p "$work/out"
+# Sorted, relative paths: the generated descriptors name files as
+# "gyre/v1/<file>.proto", whatever the checkout's location.
+mapfile -t protos < <(cd "$root/schemas" && LC_ALL=C find gyre -name '*.proto' | LC_ALL=C sort)
+if [ "${#protos[@]}" -eq 0 ]; then
+	echo "generate: no .proto files under schemas/" >&2
+	exit 1
+fi
+(cd "$root/schemas" && protoc \
+	--plugin=protoc-gen-go="$plugin" \
+	-I . -I "$wkt" \
+	--go_out="$work/out" --go_opt=module="$module" \
+	"${protos[@]}")
+
+gen="$work/out/gyrev1"
+shopt -s nullglob
+files=("$gen"/*.pb.go)
+if [ "${#files[@]}" -eq 0 ]; then
+	echo "generate: protoc wrote nothing to $gen (check go_package)" >&2
+	exit 1
+fi
+for f in "${files[@]}"; do
+	sed -i -E 's|^// \tprotoc +v?[0-9][^ ]*$|// \tprotoc        (unknown)|' "$f"
+done
+
+mkdir -p "$dest"
+rm -f "$dest"/*.pb.go
+cp "${files[@]}" "$dest"/
+echo "generate: wrote ${#files[@]} files to ${dest#"$root"/}"
