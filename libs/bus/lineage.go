@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -97,8 +98,12 @@ func (c eventCarrier) Keys() []string        { return []string{ExtTraceParent, E
 var _ propagation.TextMapCarrier = eventCarrier{}
 
 func extString(ev event.Event, name string) string {
-	v, ok := ev.Extensions()[name]
-	if !ok {
+	if ev.Context == nil {
+		return ""
+	}
+	// GetExtension, not Extensions(): the latter copies the whole map.
+	v, err := ev.Context.GetExtension(name)
+	if err != nil {
 		return ""
 	}
 	s, ok := v.(string)
@@ -129,10 +134,32 @@ func WithLogger(ctx context.Context, l *slog.Logger) context.Context {
 	return context.WithValue(ctx, loggerKey{}, l)
 }
 
-// Logger returns the logger carried by ctx, or slog.Default.
+// Logger returns the logger carried by ctx, or slog.Default. In a handler it
+// has the attributes handler, ce_id, ce_type and correlationid.
 func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+	switch l := ctx.Value(loggerKey{}).(type) {
+	case *slog.Logger:
 		return l
+	case *lazyLogger:
+		return l.get()
 	}
 	return slog.Default()
+}
+
+// lazyLogger builds a handler's logger on first use: most messages are
+// handled without a log line, and slog.With formats its attributes eagerly.
+type lazyLogger struct {
+	once          sync.Once
+	l             *slog.Logger
+	base          *slog.Logger
+	handler       string
+	ev            *event.Event
+	correlationID string
+}
+
+func (z *lazyLogger) get() *slog.Logger {
+	z.once.Do(func() {
+		z.l = z.base.With("handler", z.handler, "ce_id", z.ev.ID(), "ce_type", z.ev.Type(), "correlationid", z.correlationID)
+	})
+	return z.l
 }

@@ -83,26 +83,73 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	return c, nil
 }
 
-func (m *Metrics) observe(service, handler, outcome string, d time.Duration) {
-	if m == nil {
-		return
-	}
-	m.handled.WithLabelValues(service, handler, outcome).Inc()
-	m.duration.WithLabelValues(service, handler).Observe(d.Seconds())
+// Outcomes of a handled message.
+const (
+	outcomeAck        = "ack"
+	outcomeNak        = "nak"
+	outcomeDeadLetter = "dead_letter"
+)
+
+// handlerMetrics are one handler's series, resolved once: label lookups on
+// every message would cost more than the rest of the bookkeeping.
+type handlerMetrics struct {
+	m                *Metrics
+	service, handler string
+	ack, nak, dead   prometheus.Counter
+	duration         prometheus.Observer
+	retries          prometheus.Counter
+	inFlightG        prometheus.Gauge
 }
 
-func (m *Metrics) retried(service, handler string) {
+func (m *Metrics) forHandler(service, handler string) *handlerMetrics {
 	if m == nil {
-		return
+		return nil
 	}
-	m.retries.WithLabelValues(service, handler).Inc()
+	return &handlerMetrics{
+		m: m, service: service, handler: handler,
+		ack:       m.handled.WithLabelValues(service, handler, outcomeAck),
+		nak:       m.handled.WithLabelValues(service, handler, outcomeNak),
+		dead:      m.handled.WithLabelValues(service, handler, outcomeDeadLetter),
+		duration:  m.duration.WithLabelValues(service, handler),
+		retries:   m.retries.WithLabelValues(service, handler),
+		inFlightG: m.inFlight.WithLabelValues(service, handler),
+	}
 }
 
-func (m *Metrics) deadLettered(service, handler, kind string) {
-	if m == nil {
+func (h *handlerMetrics) observe(outcome string, d time.Duration) {
+	if h == nil {
 		return
 	}
-	m.deadLetters.WithLabelValues(service, handler, kind).Inc()
+	switch outcome {
+	case outcomeAck:
+		h.ack.Inc()
+	case outcomeNak:
+		h.nak.Inc()
+	default:
+		h.dead.Inc()
+	}
+	h.duration.Observe(d.Seconds())
+}
+
+func (h *handlerMetrics) retried() {
+	if h == nil {
+		return
+	}
+	h.retries.Inc()
+}
+
+func (h *handlerMetrics) deadLettered(kind string) {
+	if h == nil {
+		return
+	}
+	h.m.deadLetters.WithLabelValues(h.service, h.handler, kind).Inc()
+}
+
+func (h *handlerMetrics) inFlight(d float64) {
+	if h == nil {
+		return
+	}
+	h.inFlightG.Add(d)
 }
 
 func (m *Metrics) published(service, ceType string) {
@@ -110,11 +157,4 @@ func (m *Metrics) published(service, ceType string) {
 		return
 	}
 	m.publishedN.WithLabelValues(service, ceType).Inc()
-}
-
-func (m *Metrics) inFlightAdd(service, handler string, d float64) {
-	if m == nil {
-		return
-	}
-	m.inFlight.WithLabelValues(service, handler).Add(d)
 }

@@ -84,10 +84,12 @@ func NewRouter(js jetstream.JetStream, cfg RouterConfig) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermill.NewSlogLoggerWithLevelMapping(
-		cfg.Logger.With("component", "watermill"),
-		map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug},
-	))
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, quietLogger{
+		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(
+			cfg.Logger.With("component", "watermill"),
+			map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug},
+		),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -116,11 +118,12 @@ func (r *Router) Handle(decl events.Consumer, h Handler, opts ...HandlerOption) 
 		opt(&o)
 	}
 	name := decl.Durable()
+	hm := r.cfg.Metrics.forHandler(r.cfg.Service, name)
 	sub := NewSubscriber(r.js, decl, o.concurrency, r.cfg.Logger)
 	wh := r.wm.AddConsumerHandler(name, name, sub, r.adapt(decl, h))
 	wh.AddMiddleware(
-		r.observe(name),
-		r.deadLetter(decl),
+		r.observe(name, hm),
+		r.deadLetter(decl, hm),
 		middleware.Retry{
 			MaxRetries:      r.cfg.Retries,
 			InitialInterval: r.cfg.RetryInitial,
@@ -132,7 +135,7 @@ func (r *Router) Handle(decl events.Consumer, h Handler, opts ...HandlerOption) 
 					return false
 				}
 				if p.RetryNum < r.cfg.Retries {
-					r.cfg.Metrics.retried(r.cfg.Service, name)
+					hm.retried()
 				}
 				return true
 			},
@@ -174,20 +177,21 @@ func (r *Router) adapt(decl events.Consumer, h Handler) message.NoPublishHandler
 			return err
 		}
 		ctx := ExtractTrace(m.Context(), &ev)
-		ctx, span := r.tracer.Start(ctx, "handle "+ev.Type(), trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(
+		ctx, span := r.tracer.Start(ctx, "handle "+ev.Type(), trace.WithSpanKind(trace.SpanKindConsumer))
+		defer span.End()
+		if span.IsRecording() {
+			span.SetAttributes(
 				attribute.String("messaging.system", "nats"),
 				attribute.String("messaging.destination.name", raw.Subject()),
 				attribute.String("messaging.consumer.group.name", name),
 				attribute.String("cloudevents.event_id", ev.ID()),
 				attribute.String("cloudevents.event_type", ev.Type()),
-			))
-		defer span.End()
+			)
+		}
 		cause := CauseOf(ev)
 		ctx = WithCause(ctx, cause)
-		ctx = WithLogger(ctx, r.cfg.Logger.With(
-			"handler", name, "ce_id", ev.ID(), "ce_type", ev.Type(), "correlationid", cause.CorrelationID,
-		))
+		// The handler's logger is built only if the handler logs.
+		ctx = context.WithValue(ctx, loggerKey{}, &lazyLogger{base: r.cfg.Logger, handler: name, ev: &ev, correlationID: cause.CorrelationID})
 		if err := h(ctx, ev); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
@@ -198,27 +202,39 @@ func (r *Router) adapt(decl events.Consumer, h Handler) message.NoPublishHandler
 }
 
 // observe logs and measures every outcome.
-func (r *Router) observe(name string) message.HandlerMiddleware {
+func (r *Router) observe(name string, hm *handlerMetrics) message.HandlerMiddleware {
 	return func(next message.HandlerFunc) message.HandlerFunc {
 		return func(m *message.Message) ([]*message.Message, error) {
 			start := time.Now()
-			r.cfg.Metrics.inFlightAdd(r.cfg.Service, name, 1)
-			defer r.cfg.Metrics.inFlightAdd(r.cfg.Service, name, -1)
+			hm.inFlight(1)
+			defer hm.inFlight(-1)
 			out, err := next(m)
-			outcome := "ack"
+			outcome := outcomeAck
 			if err != nil {
-				outcome = "nak"
+				outcome = outcomeNak
+				raw, _ := RawMessage(m)
 				r.cfg.Logger.Warn("handler failed; message returned for redelivery",
-					"handler", name, "ce_id", m.UUID, "ce_type", m.Metadata[HeaderType],
-					"correlationid", m.Metadata[HeaderPrefix+ExtCorrelationID],
-					"delivered", m.Metadata[MetaDelivered], "error", err)
+					append(rawAttrs(name, m, raw), "error", err)...)
 			} else if m.Metadata[metaDeadLettered] != "" {
-				outcome = "dead_letter"
+				outcome = outcomeDeadLetter
 			}
-			r.cfg.Metrics.observe(r.cfg.Service, name, outcome, time.Since(start))
+			hm.observe(outcome, time.Since(start))
 			return out, err
 		}
 	}
+}
+
+// rawAttrs are the log attributes of a message the router could not handle;
+// they come from the raw headers since the event may not even decode.
+func rawAttrs(handler string, m *message.Message, raw jetstream.Msg) []any {
+	attrs := []any{"handler", handler, "ce_id", m.UUID}
+	if raw != nil {
+		h := raw.Headers()
+		attrs = append(attrs, "ce_type", headerValue(h, HeaderType),
+			"correlationid", headerValue(h, HeaderPrefix+ExtCorrelationID),
+			"delivered", deliveries(raw), "subject", raw.Subject())
+	}
+	return attrs
 }
 
 // Dead-letter headers added to the original message.
@@ -245,7 +261,7 @@ const maxReasonLen = 4096
 // its headers and body untouched plus the reason, and acknowledges it so the
 // handler moves on. If the dead-letter publish fails, the message is returned
 // for redelivery: it is never lost.
-func (r *Router) deadLetter(decl events.Consumer) message.HandlerMiddleware {
+func (r *Router) deadLetter(decl events.Consumer, hm *handlerMetrics) message.HandlerMiddleware {
 	name := decl.Durable()
 	return func(next message.HandlerFunc) message.HandlerFunc {
 		return func(m *message.Message) ([]*message.Message, error) {
@@ -253,35 +269,33 @@ func (r *Router) deadLetter(decl events.Consumer) message.HandlerMiddleware {
 			if err == nil {
 				return out, nil
 			}
-			delivered, _ := strconv.ParseUint(m.Metadata[MetaDelivered], 10, 64)
+			raw, ok := RawMessage(m)
+			if !ok {
+				return out, err
+			}
+			delivered := deliveries(raw)
 			if !IsPermanent(err) {
 				if decl.MaxDeliver <= 0 || delivered < uint64(decl.MaxDeliver) {
 					return out, err
 				}
 				err = &exhaustedError{deliveries: delivered, err: err}
 			}
-			raw, ok := RawMessage(m)
-			if !ok {
-				return out, err
-			}
-			if dlqErr := r.publishDeadLetter(m, raw, name, err, delivered); dlqErr != nil {
+			if dlqErr := r.publishDeadLetter(raw, name, err, delivered); dlqErr != nil {
 				r.cfg.Logger.Error("dead-letter publish failed; message returned for redelivery",
-					"handler", name, "ce_id", m.UUID, "error", dlqErr, "reason", err)
+					append(rawAttrs(name, m, raw), "error", dlqErr, "reason", err)...)
 				return out, fmt.Errorf("dead-letter publish: %w (handler error: %v)", dlqErr, err)
 			}
 			kind := errorKind(err)
-			r.cfg.Metrics.deadLettered(r.cfg.Service, name, kind)
+			hm.deadLettered(kind)
 			r.cfg.Logger.Error("message dead-lettered",
-				"handler", name, "ce_id", m.UUID, "ce_type", m.Metadata[HeaderType],
-				"correlationid", m.Metadata[HeaderPrefix+ExtCorrelationID],
-				"kind", kind, "dlq", r.dlq, "reason", truncate(err.Error(), 512))
+				append(rawAttrs(name, m, raw), "kind", kind, "dlq", r.dlq, "reason", truncate(err.Error(), 512))...)
 			m.Metadata[metaDeadLettered] = "1"
 			return nil, nil
 		}
 	}
 }
 
-func (r *Router) publishDeadLetter(m *message.Message, raw jetstream.Msg, handler string, cause error, delivered uint64) error {
+func (r *Router) publishDeadLetter(raw jetstream.Msg, handler string, cause error, delivered uint64) error {
 	h := make(nats.Header, len(raw.Headers())+10)
 	for k, v := range raw.Headers() {
 		h[k] = append([]string(nil), v...)
@@ -289,10 +303,9 @@ func (r *Router) publishDeadLetter(m *message.Message, raw jetstream.Msg, handle
 	if orig := h.Get(nats.MsgIdHdr); orig != "" {
 		h.Set(HeaderDLQMsgID, orig)
 	}
-	seq := m.Metadata[MetaStreamSeq]
-	stream := ""
+	stream, seq := "", ""
 	if md, err := raw.Metadata(); err == nil {
-		stream = md.Stream
+		stream, seq = md.Stream, strconv.FormatUint(md.Sequence.Stream, 10)
 	}
 	// One dead letter per (consumer, stream sequence): if the ack after a
 	// successful dead-letter publish is lost, the redelivered copy dedups.
@@ -310,6 +323,17 @@ func (r *Router) publishDeadLetter(m *message.Message, raw jetstream.Msg, handle
 	defer cancel()
 	_, err := r.js.PublishMsg(ctx, &nats.Msg{Subject: r.dlq, Header: h, Data: raw.Data()})
 	return err
+}
+
+// quietLogger drops Watermill's per-message trace and debug lines before
+// their fields are built (the adapter builds them even when the level is
+// off); the bus logs every failure itself, with the event's attributes.
+type quietLogger struct{ watermill.LoggerAdapter }
+
+func (quietLogger) Trace(string, watermill.LogFields) {}
+func (quietLogger) Debug(string, watermill.LogFields) {}
+func (q quietLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{q.LoggerAdapter.With(fields)}
 }
 
 func truncate(s string, n int) string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -13,15 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gyrehq/gyre/events"
-)
-
-// Metadata keys the subscriber adds to each Watermill message, next to the
-// message's NATS headers.
-const (
-	MetaSubject   = "_gyre_subject"
-	MetaDelivered = "_gyre_delivered"
-	MetaStreamSeq = "_gyre_stream_seq"
-	MetaConsumer  = "_gyre_consumer"
 )
 
 // Subscriber is a Watermill message.Subscriber over one durable JetStream pull
@@ -104,59 +94,31 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", s.decl.Durable(), s.decl.Stream, err)
 	}
+	// A pull iterator rather than a Consume callback: workers take a message
+	// when they are free, so a handler that runs for minutes blocks nothing
+	// inside the client (heartbeats are only watched while waiting in Next).
+	it, err := cons.Messages(jetstream.PullMaxMessages(max(2*s.concurrency, 64)))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", s.decl.Durable(), err)
+	}
 
 	out := make(chan *message.Message)
-	work := make(chan jetstream.Msg)
 	var workers sync.WaitGroup
 	for range s.concurrency {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for raw := range work {
-				s.deliver(ctx, raw, out)
-			}
+			s.work(ctx, it, out)
 		}()
 	}
-
-	// The callback runs on one goroutine; handing each message to a worker
-	// and blocking while all are busy gives bounded concurrency and
-	// backpressure on the server's pull.
-	var cbMu sync.Mutex
-	stopped := false
-	cc, err := cons.Consume(func(raw jetstream.Msg) {
-		cbMu.Lock()
-		defer cbMu.Unlock()
-		if stopped {
-			_ = raw.Nak() // arrived after shutdown began: let another instance take it now
-			return
-		}
-		select {
-		case work <- raw:
-		case <-s.closing:
-			_ = raw.Nak()
-		case <-ctx.Done():
-			_ = raw.Nak()
-		}
-	}, jetstream.PullMaxMessages(max(2*s.concurrency, 64)), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			s.logger.Warn("consumer problem", "consumer", s.decl.Durable(), "error", err)
-		}
-	}))
-	if err != nil {
-		close(work)
-		return nil, fmt.Errorf("consume %s: %w", s.decl.Durable(), err)
-	}
-
 	go func() {
 		select {
 		case <-s.closing:
 		case <-ctx.Done():
 		}
-		cc.Stop()
-		cbMu.Lock()
-		stopped = true
-		close(work)
-		cbMu.Unlock()
+		// Drain: no more pulls; what the client has buffered is handed back
+		// by the workers (Nak) so that another instance takes it at once.
+		it.Drain()
 		workers.Wait()
 		close(out)
 		close(s.done)
@@ -164,37 +126,43 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return out, nil
 }
 
+// work takes messages one at a time until the iterator is drained.
+func (s *Subscriber) work(ctx context.Context, it jetstream.MessagesContext, out chan<- *message.Message) {
+	progress := time.NewTicker(time.Hour)
+	defer progress.Stop()
+	for {
+		raw, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			s.logger.Warn("consumer problem", "consumer", s.decl.Durable(), "error", err)
+			continue
+		}
+		select {
+		case <-s.closing:
+			_ = raw.Nak()
+			continue
+		case <-ctx.Done():
+			_ = raw.Nak()
+			continue
+		default:
+		}
+		s.deliver(ctx, raw, out, progress)
+	}
+}
+
 // deliver hands one message to the router and settles it with the server when
 // the handler acks or nacks.
-func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- *message.Message) {
-	md, err := raw.Metadata()
-	var delivered uint64 = 1
-	if err == nil {
-		delivered = md.NumDelivered
-	}
-	h := raw.Headers()
-	id := headerValue(h, HeaderID)
+func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- *message.Message, progress *time.Ticker) {
+	id := headerValue(raw.Headers(), HeaderID)
 	if id == "" {
-		id = headerValue(h, HeaderNatsMsgID)
-	}
-	if id == "" && md != nil {
-		id = s.decl.Stream + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
-	}
-	m := message.NewMessage(id, raw.Data())
-	for k, v := range h {
-		if len(v) > 0 {
-			m.Metadata[k] = v[0]
-		}
-	}
-	m.Metadata[MetaSubject] = raw.Subject()
-	m.Metadata[MetaDelivered] = strconv.FormatUint(delivered, 10)
-	m.Metadata[MetaConsumer] = s.decl.Durable()
-	if md != nil {
-		m.Metadata[MetaStreamSeq] = strconv.FormatUint(md.Sequence.Stream, 10)
+		id = headerValue(raw.Headers(), HeaderNatsMsgID)
 	}
 	// The handler's context is not cancelled on shutdown: a message in hand is
-	// finished, not abandoned (drain). It carries the raw message for the
-	// dead-letter middleware.
+	// finished, not abandoned (drain). It carries the raw message — headers,
+	// body, delivery metadata — for the middleware; nothing is copied.
+	m := message.NewMessage(id, raw.Data())
 	m.SetContext(context.WithValue(context.WithoutCancel(ctx), rawMsgKey{}, raw))
 
 	select {
@@ -206,8 +174,7 @@ func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- 
 
 	// Keep the delivery alive while the handler works: the server redelivers
 	// after AckWait otherwise.
-	progress := time.NewTicker(max(s.decl.AckWait/3, 100*time.Millisecond))
-	defer progress.Stop()
+	progress.Reset(max(s.decl.AckWait/3, 100*time.Millisecond))
 	for {
 		select {
 		case <-m.Acked():
@@ -216,7 +183,7 @@ func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- 
 			}
 			return
 		case <-m.Nacked():
-			if err := raw.NakWithDelay(s.nakDelay(delivered)); err != nil {
+			if err := raw.NakWithDelay(s.nakDelay(deliveries(raw))); err != nil {
 				s.logger.Warn("nak failed; the message will be redelivered after AckWait", "consumer", s.decl.Durable(), "ce_id", id, "error", err)
 			}
 			return
@@ -224,6 +191,15 @@ func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- 
 			_ = raw.InProgress()
 		}
 	}
+}
+
+// deliveries returns how many times the server has delivered raw (1 when unknown).
+func deliveries(raw jetstream.Msg) uint64 {
+	md, err := raw.Metadata()
+	if err != nil || md.NumDelivered < 1 {
+		return 1
+	}
+	return md.NumDelivered
 }
 
 // Close stops pulling, waits (up to the router's close timeout, which bounds
