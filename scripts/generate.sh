@@ -2,8 +2,12 @@
 # generate.sh regenerates the Go code of the event payloads from the .proto
 # sources in schemas/ into events/gyrev1/ (package gyrev1).
 #
-#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go
-#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go instead (check-generated.sh)
+#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go and libs/pipeline/schema.json
+#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go and DIR/schema.json instead (check-generated.sh)
+#
+# The pipeline spec's JSON Schema (schemas/pipeline/v1.schema.json, the source
+# of truth) is copied next to the Go package that embeds it, since go:embed
+# cannot reach outside its module.
 #
 # Tools: protoc from Debian's protobuf-compiler package (installed with apt-get
 # when missing) and protoc-gen-go at the version pinned by the `tool` directive
@@ -21,6 +25,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${1:-$root/events/gyrev1}"
+schema_dest="${1:-$root/libs/pipeline}"
 module="github.com/gyrehq/gyre/events"
 
 if ! command -v protoc >/dev/null 2>&1; then
@@ -86,3 +91,7 @@ mkdir -p "$dest"
 rm -f "$dest"/*.pb.go
 cp "${files[@]}" "$dest"/
 echo "generate: wrote ${#files[@]} files to ${dest#"$root"/}"
+
+mkdir -p "$schema_dest"
+cp "$root/schemas/pipeline/v1.schema.json" "$schema_dest/schema.json"
+echo "generate: wrote ${schema_dest#"$root"/}/schema.json"

@@ -1,0 +1,239 @@
+// Package pipeline reads, validates and defaults Gyre pipeline specs
+// (apiVersion gyre.dev/v1, kind Pipeline): the public contract a team writes
+// to say what data it takes, which features and model it trains, how a
+// candidate is evaluated and deployed, and when drift or a fall in live
+// accuracy retrains it.
+//
+// Parse checks a spec in three layers, each error naming the field by its
+// path (spec.drift.threshold, spec.features[2].transform): the JSON Schema of
+// schemas/pipeline/v1.schema.json (embedded here by `make generate`), then
+// the rules a schema cannot say (CEL rules compile, features name known
+// columns, canary steps ascend to 100), then defaults are filled in.
+package pipeline
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+)
+
+// APIVersion and Kind of every pipeline spec.
+const (
+	APIVersion = "gyre.dev/v1"
+	Kind       = "Pipeline"
+)
+
+// Pipeline is a parsed, validated and defaulted spec.
+type Pipeline struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+	Spec       Spec     `json:"spec"`
+}
+
+// Metadata names the pipeline.
+type Metadata struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Spec is the pipeline's behaviour.
+type Spec struct {
+	Dataset    Dataset    `json:"dataset"`
+	Features   []Feature  `json:"features,omitempty"`
+	Model      Model      `json:"model"`
+	Evaluation Evaluation `json:"evaluation"`
+	Deployment Deployment `json:"deployment"`
+	Drift      Drift      `json:"drift"`
+}
+
+// Dataset says what a batch holds and what makes it valid.
+type Dataset struct {
+	Label           string   `json:"label"`
+	Schema          []Column `json:"schema,omitempty"`
+	Rules           []string `json:"rules,omitempty"`
+	MaxMissingShare float64  `json:"maxMissingShare"`
+	MaxRowErrors    int      `json:"maxRowErrors"`
+}
+
+// Column types.
+const (
+	TypeFloat    = "float"
+	TypeInt      = "int"
+	TypeBool     = "bool"
+	TypeString   = "string"
+	TypeCategory = "category"
+)
+
+// Column is one column of the dataset schema.
+type Column struct {
+	Name            string   `json:"name"`
+	Type            string   `json:"type"`
+	Required        bool     `json:"required,omitempty"`
+	Min             *float64 `json:"min,omitempty"`
+	Max             *float64 `json:"max,omitempty"`
+	Categories      []string `json:"categories,omitempty"`
+	MaxMissingShare *float64 `json:"maxMissingShare,omitempty"`
+}
+
+// Numeric reports whether the column holds numbers.
+func (c Column) Numeric() bool {
+	return c.Type == TypeFloat || c.Type == TypeInt || c.Type == TypeBool
+}
+
+// Transforms of a feature.
+const (
+	TransformIdentity    = "identity"
+	TransformStandardize = "standardize"
+	TransformMinMax      = "minmax"
+	TransformLog1p       = "log1p"
+	TransformOneHot      = "onehot"
+	TransformBucketize   = "bucketize"
+)
+
+// Feature is one model input and its transform.
+type Feature struct {
+	Name      string    `json:"name"`
+	Transform string    `json:"transform"`
+	Buckets   []float64 `json:"buckets,omitempty"`
+}
+
+// Algorithms.
+const (
+	AlgorithmLogReg  = "logreg"
+	AlgorithmGBDT    = "gbdt"
+	AlgorithmMLP     = "mlp"
+	AlgorithmCommand = "command"
+)
+
+// Model says what to train, where and on which data.
+type Model struct {
+	Algorithm        string         `json:"algorithm"`
+	Params           map[string]any `json:"params,omitempty"`
+	Command          []string       `json:"command,omitempty"`
+	Pool             string         `json:"pool"`
+	Seed             int64          `json:"seed"`
+	Window           Window         `json:"window"`
+	BootstrapBatches int            `json:"bootstrapBatches"`
+	CooldownBatches  *int           `json:"cooldownBatches,omitempty"`
+}
+
+// Window is the training window.
+type Window struct {
+	Batches int `json:"batches"`
+}
+
+// Evaluation holds the gates a candidate must pass.
+type Evaluation struct {
+	Gates []Gate `json:"gates,omitempty"`
+}
+
+// Gate is one evaluation check. Exactly one of Min, Max, MinDeltaVsChampion is set.
+type Gate struct {
+	Metric             string   `json:"metric"`
+	Min                *float64 `json:"min,omitempty"`
+	Max                *float64 `json:"max,omitempty"`
+	MinDeltaVsChampion *float64 `json:"minDeltaVsChampion,omitempty"`
+}
+
+// LowerIsBetter reports whether smaller values of the gate's metric are better.
+func (g Gate) LowerIsBetter() bool { return LowerIsBetter(g.Metric) }
+
+// LowerIsBetter reports whether smaller values of a metric are better.
+func LowerIsBetter(metric string) bool {
+	return metric == "logloss" || metric == "rmse" || metric == "mae"
+}
+
+// Deployment strategies.
+const (
+	StrategyImmediate = "immediate"
+	StrategyCanary    = "canary"
+	StrategyShadow    = "shadow"
+)
+
+// Deployment says how a promoted model reaches traffic.
+type Deployment struct {
+	Strategy     string    `json:"strategy"`
+	Steps        []float64 `json:"steps,omitempty"`
+	StepRequests int       `json:"stepRequests"`
+	Rollback     Rollback  `json:"rollback"`
+	SampleRate   float64   `json:"sampleRate"`
+}
+
+// Rollback holds the limits a canary step must stay within.
+type Rollback struct {
+	MaxErrorRate    float64 `json:"maxErrorRate"`
+	MaxAccuracyDrop float64 `json:"maxAccuracyDrop"`
+}
+
+// Drift methods.
+const (
+	DriftPSI           = "psi"
+	DriftKS            = "ks"
+	DriftWasserstein   = "wasserstein"
+	DriftJensenShannon = "jensenshannon"
+	DriftChiSquare     = "chisquare"
+)
+
+// Drift is the retraining policy: when the data or the live accuracy moved.
+type Drift struct {
+	Method          string  `json:"method"`
+	Threshold       float64 `json:"threshold"`
+	ShareOfFeatures float64 `json:"shareOfFeatures"`
+	MinRows         int     `json:"minRows"`
+	AccuracyDrop    float64 `json:"accuracyDrop"`
+	// CooldownBatches is a pointer because 0 (no cooldown) is a choice.
+	CooldownBatches *int `json:"cooldownBatches,omitempty"`
+}
+
+// Name returns the pipeline's name.
+func (p *Pipeline) Name() string { return p.Metadata.Name }
+
+// Canonical returns the spec as canonical JSON (defaults filled, keys in a
+// fixed order): what is stored, hashed and sent in pipeline.applied.
+func (p *Pipeline) Canonical() []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(p) // a Pipeline always encodes: plain fields, params from JSON
+	return bytes.TrimRight(buf.Bytes(), "\n")
+}
+
+// Digest returns the sha256 of the canonical spec, hex encoded: two applies of
+// the same spec have the same digest, so re-applying is a no-op.
+func (p *Pipeline) Digest() string {
+	sum := sha256.Sum256(p.Canonical())
+	return hex.EncodeToString(sum[:])
+}
+
+// FeatureNames returns the model's input columns in order: the spec's
+// features, or — when it names none — every schema column but the label.
+// With neither (schema inferred from data), it returns nil.
+func (p *Pipeline) FeatureNames() []string {
+	if len(p.Spec.Features) > 0 {
+		out := make([]string, len(p.Spec.Features))
+		for i, f := range p.Spec.Features {
+			out[i] = f.Name
+		}
+		return out
+	}
+	var out []string
+	for _, c := range p.Spec.Dataset.Schema {
+		if c.Name != p.Spec.Dataset.Label {
+			out = append(out, c.Name)
+		}
+	}
+	return out
+}
+
+// RetrainCooldown is the number of batches between two retrains.
+func (p *Pipeline) RetrainCooldown() int {
+	if p.Spec.Model.CooldownBatches != nil {
+		return *p.Spec.Model.CooldownBatches
+	}
+	if p.Spec.Drift.CooldownBatches != nil {
+		return *p.Spec.Drift.CooldownBatches
+	}
+	return DefaultCooldownBatches
+}
