@@ -1,0 +1,20 @@
+package validation_test
+
+import (
+	"testing"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
+	"github.com/gyrehq/gyre/services/validation"
+)
+
+// TestSkeletonRuns: the service starts on a JetStream server, provisions its
+// declared consumers, turns ready, and stops promptly and cleanly.
+func TestSkeletonRuns(t *testing.T) {
+	servicetest.Check(t, func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := validation.DefaultConfig()
+		cfg.NATSURL = url
+		return validation.New(cfg, deps)
+	}, events.ServiceConsumers()[validation.Name])
+}
