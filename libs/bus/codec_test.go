@@ -261,3 +261,14 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestStableID(t *testing.T) {
+	t.Parallel()
+	a := bus.StableID("data.batch.received", "elec2", "abc")
+	if a != bus.StableID("data.batch.received", "elec2", "abc") {
+		t.Error("not deterministic")
+	}
+	if a == bus.StableID("data.batch.received", "elec2abc") || a == bus.StableID("data.batch.received", "elec2", "abd") {
+		t.Error("different parts gave the same id")
+	}
+}

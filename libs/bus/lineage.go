@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,4 +163,14 @@ func (z *lazyLogger) get() *slog.Logger {
 		z.l = z.base.With("handler", z.handler, "ce_id", z.ev.ID(), "ce_type", z.ev.Type(), "correlationid", z.correlationID)
 	})
 	return z.l
+}
+
+// stableNamespace is the UUIDv5 namespace of Gyre's deterministic event ids.
+var stableNamespace = uuid.MustParse("6f1c2a4e-8d3b-5e7f-9a0b-1c2d3e4f5a6b")
+
+// StableID returns a deterministic event id (a UUIDv5 of its parts): a
+// handler that emits with it publishes the same id when it runs again for
+// the same input, and JetStream's duplicate window stores the event once.
+func StableID(parts ...string) string {
+	return uuid.NewSHA1(stableNamespace, []byte(strings.Join(parts, "\x00"))).String()
 }
