@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -226,4 +227,31 @@ func GetObject(ctx context.Context, os Objects, key string) ([]byte, error) {
 		return nil, fmt.Errorf("object store %s read %s: %w", os.Name, key, err)
 	}
 	return data, nil
+}
+
+// Lazy opens the buckets on first use and keeps them: a service registers its
+// handlers before Run provisions the topology, so the buckets may not exist
+// when the service is built. A failed open is retried on the next call.
+type Lazy struct {
+	js jetstream.JetStream
+	mu sync.Mutex
+	b  *Buckets
+}
+
+// NewLazy returns a Lazy over js.
+func NewLazy(js jetstream.JetStream) *Lazy { return &Lazy{js: js} }
+
+// Get returns the buckets, opening them if needed.
+func (l *Lazy) Get(ctx context.Context) (*Buckets, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b != nil {
+		return l.b, nil
+	}
+	b, err := Open(ctx, l.js)
+	if err != nil {
+		return nil, err
+	}
+	l.b = b
+	return b, nil
 }
