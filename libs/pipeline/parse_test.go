@@ -89,6 +89,19 @@ func TestParseExampleAndDefaults(t *testing.T) {
 	}
 }
 
+func TestExamplesParse(t *testing.T) {
+	t.Parallel()
+	for _, f := range []string{"../../examples/elec2/pipeline.yaml", "../../examples/sensors/pipeline.yaml"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pipeline.Parse(data); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
 func TestParseErrorsNameTheField(t *testing.T) {
 	t.Parallel()
 	withSpec := func(spec string) string {
