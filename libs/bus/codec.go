@@ -144,14 +144,16 @@ func decodeBinary(h nats.Header, data []byte, specVersion string) (event.Event, 
 		if len(vals) == 0 {
 			continue
 		}
-		k := strings.ToLower(key)
 		v := vals[0]
-		if k == HeaderContentType {
-			contentType = v
-			continue
-		}
-		if !strings.HasPrefix(k, HeaderPrefix) {
+		if !hasCEPrefix(key) {
+			if strings.EqualFold(key, HeaderContentType) {
+				contentType = v
+			}
 			continue // transport headers: Nats-Msg-Id, Nats-Expected-*, …
+		}
+		k := key
+		if hasUpper(k) {
+			k = strings.ToLower(k)
 		}
 		switch name := k[len(HeaderPrefix):]; name {
 		case "specversion":
@@ -192,6 +194,21 @@ func decodeBinary(h nats.Header, data []byte, specVersion string) (event.Event, 
 		return event.Event{}, malformed("binary mode: %v", err)
 	}
 	return ev, nil
+}
+
+// hasCEPrefix reports whether a header name starts with "ce-", in any case,
+// without allocating.
+func hasCEPrefix(k string) bool {
+	return len(k) > 3 && k[0]|0x20 == 'c' && k[1]|0x20 == 'e' && k[2] == '-'
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 'A' && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // headerValue reads a header case-insensitively: NATS headers keep the case
