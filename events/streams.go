@@ -210,6 +210,8 @@ func ServiceConsumers() map[string][]Consumer {
 			EventConsumer(ServiceTrainer, "drift-detected", DriftDetected),
 			EventConsumer(ServiceTrainer, "performance-degraded", PerformanceDegraded),
 			EventConsumer(ServiceTrainer, "training-requested", TrainingRequested),
+			EventConsumer(ServiceTrainer, "training-completed", TrainingCompleted),
+			EventConsumer(ServiceTrainer, "training-failed", TrainingFailed),
 			JobConsumer("cpu"),
 		},
 		ServiceEvaluator: {
@@ -220,6 +222,8 @@ func ServiceConsumers() map[string][]Consumer {
 		},
 		ServiceDeployer: {
 			EventConsumer(ServiceDeployer, "model-promoted", ModelPromoted),
+			// Labels of a canary's predictions judge its steps.
+			EventConsumer(ServiceDeployer, "label-received", LabelReceived),
 		},
 	}
 }
@@ -241,6 +245,9 @@ const (
 	BucketDeployments = "gyre-deployments"
 	BucketWorkers     = "gyre-workers"
 	BucketState       = "gyre-state"
+	// BucketOnline is the online feature store (JetStream KV): one key per
+	// materialised row, <pipeline>.<batch key>.<row>.
+	BucketOnline = "gyre-online"
 
 	ObjectBatches  = "gyre-batches"
 	ObjectFeatures = "gyre-features"
@@ -258,6 +265,7 @@ func KeyValues() []jetstream.KeyValueConfig {
 		{Bucket: BucketDeployments, Description: "deployment state per pipeline", History: 5, Storage: jetstream.FileStorage},
 		{Bucket: BucketWorkers, Description: "trainer worker heartbeats", History: 1, TTL: WorkerHeartbeatTTL, Storage: jetstream.FileStorage},
 		{Bucket: BucketState, Description: "per-service processing state (windows, cooldowns, references)", History: 1, Storage: jetstream.FileStorage},
+		{Bucket: BucketOnline, Description: "online feature store: one row per key <pipeline>.<batch>.<row>", History: 1, Storage: jetstream.FileStorage},
 	}
 }
 

@@ -44,5 +44,8 @@ terminal.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newUpCmd(), newEventsCmd(), newVersionCmd())
+	root.AddCommand(newApplyCmd(), newIngestCmd())
+	root.AddCommand(newDemoCmd())
+	root.AddCommand(registryCommands()...)
 	return root
 }

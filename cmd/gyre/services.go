@@ -30,6 +30,9 @@ var serviceBuilders = []func(service.Config, service.Deps) (service.Runner, erro
 	func(c service.Config, d service.Deps) (service.Runner, error) {
 		cfg := feature.DefaultConfig()
 		cfg.Config = c
+		// GYRE_REDIS_URL puts the online feature store on Redis, as
+		// --redis does for the standalone service.
+		cfg.RedisURL = service.Env(feature.EnvRedisURL, "")
 		return runner(feature.New(cfg, d))
 	},
 	func(c service.Config, d service.Deps) (service.Runner, error) {

@@ -32,9 +32,11 @@ type Buckets struct {
 	Deployments jetstream.KeyValue
 	Workers     jetstream.KeyValue
 	State       jetstream.KeyValue
-	Batches     Objects
-	Features    Objects
-	Models      Objects
+	// Online is the online feature store (gyre-online).
+	Online   jetstream.KeyValue
+	Batches  Objects
+	Features Objects
+	Models   Objects
 }
 
 // Objects is an object store bucket with its name (which the jetstream API
@@ -53,7 +55,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Buckets, error) {
 	}{
 		{events.BucketPipelines, &b.Pipelines}, {events.BucketRegistry, &b.Registry},
 		{events.BucketDeployments, &b.Deployments}, {events.BucketWorkers, &b.Workers},
-		{events.BucketState, &b.State},
+		{events.BucketState, &b.State}, {events.BucketOnline, &b.Online},
 	}
 	for _, k := range kvs {
 		kv, err := js.KeyValue(ctx, k.name)

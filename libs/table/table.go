@@ -49,7 +49,8 @@ func (t *Table) Index(column string) int { return slices.Index(t.Columns, column
 
 // IsMissing reports whether a cell is missing.
 func (t *Table) IsMissing(row, col int) bool {
-	return t.Missing != nil && t.Missing[row] != nil && t.Missing[row][col]
+	// Missing grows only as far as the last row with a missing cell.
+	return row < len(t.Missing) && t.Missing[row] != nil && t.Missing[row][col]
 }
 
 // Error is a problem reading a batch, naming the row (1-based, data rows:

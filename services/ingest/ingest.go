@@ -6,12 +6,14 @@
 // is stored once, and announces it with data.batch.received (rows, bytes,
 // sha256).
 //
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// Two ports run the same application code (Ingester): the handler of
+// data.batch.arrived (content inline, or a file:// or nats-object:// URI) and
+// POST /v1/pipelines/{pipeline}/batches (the batch as the body). Before
+// anything is stored the pipeline must exist, the batch must fit the size
+// limit (--max-batch-bytes) and it must parse (libs/table); a batch that
+// fails is refused with the reason — a permanent error, so the event goes to
+// the dead-letter stream, or a 4xx answer naming the problem. The same
+// content twice is one batch: the second arrival stores and emits nothing.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/ingest runs it alone.
@@ -19,11 +21,14 @@ package ingest
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
 )
 
 // Name is the service's name: its durable consumers (ingest_<handler>), its
@@ -34,27 +39,67 @@ const Name = events.ServiceIngest
 // DefaultHTTPAddr is where the standalone service serves HTTP by default.
 const DefaultHTTPAddr = "127.0.0.1:8081"
 
+// DefaultMaxBatchBytes is the default size limit of a batch (64 MiB). Inline
+// content in an event is bounded by the NATS max payload as well.
+const DefaultMaxBatchBytes = 64 << 20
+
+// EnvMaxBatchBytes is the environment variable of --max-batch-bytes.
+const EnvMaxBatchBytes = "GYRE_INGEST_MAX_BATCH_BYTES"
+
+// UploadRoute is the HTTP route of batch uploads.
+const UploadRoute = "POST /v1/pipelines/{pipeline}/batches"
+
 // About says what the service does in the loop; it opens the command's help.
 const About = `Ingest is where data enters the loop. It takes data.batch.arrived events — a batch of rows
 inline or a URI to fetch — stores each batch in the gyre-batches object store, keyed by
 its sha256 so that a batch sent twice is stored once, and announces it with
 data.batch.received (rows, bytes, sha256).
 
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+Batches come as data.batch.arrived events (inline content, or a file:// or
+nats-object://BUCKET/KEY URI) or as HTTP uploads:
+
+  POST /v1/pipelines/{pipeline}/batches[?format=csv|jsonl|parquet][&batchId=ID]
+  (Content-Type text/csv, application/x-ndjson or application/vnd.apache.parquet)
+
+An unknown pipeline, a batch over --max-batch-bytes, an unknown format or a batch
+that does not parse is refused with a reason naming the problem (row and column
+for a parse error): the event goes to the dead-letter stream gyre.dlq.ingest; the
+upload gets 404, 413, 415 or 400 with {"error": "..."}.`
 
 // Config is the ingest service's configuration.
 type Config struct {
 	service.Config
+	// MaxBatchBytes is the largest batch accepted, in bytes.
+	MaxBatchBytes int
 }
 
 // DefaultConfig returns the configuration with every default.
-func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTPAddr)} }
+func DefaultConfig() Config {
+	return Config{Config: service.Defaults(DefaultHTTPAddr), MaxBatchBytes: DefaultMaxBatchBytes}
+}
+
+// RegisterFlags registers the shared flags and --max-batch-bytes on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Config.RegisterFlags(fs)
+	c.IntFlag(fs, &c.MaxBatchBytes, "max-batch-bytes", EnvMaxBatchBytes, c.MaxBatchBytes,
+		"largest batch accepted, in bytes (inline event content is bounded by the NATS max payload too)")
+}
+
+// Validate checks every setting and names those that are wrong.
+func (c Config) Validate() error {
+	err := c.Config.Validate()
+	if c.MaxBatchBytes <= 0 {
+		err = errors.Join(err, &service.FieldError{Flag: "max-batch-bytes", Env: EnvMaxBatchBytes,
+			Value: fmt.Sprint(c.MaxBatchBytes), Reason: "must be positive"})
+	}
+	return err
+}
 
 // Service is the ingest service.
 type Service struct {
-	rt *service.Runtime
+	cfg      Config
+	rt       *service.Runtime
+	ingester *Ingester
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -68,14 +113,40 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	s := &Service{
+		cfg: cfg,
+		rt:  rt,
+		// Buckets open lazily: Run provisions them after New.
+		ingester: NewIngester(store.NewLazy(rt.JetStream()), rt.JetStream(), rt.Publisher(), int64(cfg.MaxBatchBytes)),
+	}
+	decl, err := consumer("batch-arrived")
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Router().Handle(decl, s.batchArrived); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	if err := rt.Handle(UploadRoute, http.HandlerFunc(s.serveUpload)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// consumer returns the declaration of one of the service's handlers.
+func consumer(handler string) (events.Consumer, error) {
+	for _, c := range events.ServiceConsumers()[Name] {
+		if c.Handler == handler {
+			return c, nil
+		}
+	}
+	return events.Consumer{}, fmt.Errorf("%s: no consumer %q is declared in events.ServiceConsumers", Name, handler)
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then
 // drains; it returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
 
-// Handler serves GET /healthz, /readyz and /metrics.
+// Handler serves GET /healthz, /readyz, /metrics and the batch upload route.
 func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 
 // Name returns the service's name.

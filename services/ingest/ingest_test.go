@@ -1,11 +1,27 @@
 package ingest_test
 
 import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/service/servicetest"
+	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/services/ingest"
 )
 
@@ -17,4 +33,304 @@ func TestSkeletonRuns(t *testing.T) {
 		cfg.NATSURL = url
 		return ingest.New(cfg, deps)
 	}, events.ServiceConsumers()[ingest.Name])
+}
+
+const spec = `apiVersion: gyre.dev/v1
+kind: Pipeline
+metadata: {name: p1}
+spec:
+  dataset: {label: y}
+  model: {algorithm: logreg}
+`
+
+const goodCSV = "x,y\n1.5,0\n2.5,1\n3.5,0\n"
+
+// maxBytes is the size limit of the service under test: small, so that the
+// oversized case is cheap.
+const maxBytes = 4096
+
+// start runs the ingest service with the test pipeline applied.
+func start(t *testing.T) (*servicetest.Running, *ingest.Service) {
+	t.Helper()
+	var svc *ingest.Service
+	r := servicetest.Start(t, func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := ingest.DefaultConfig()
+		cfg.NATSURL = url
+		cfg.MaxBatchBytes = maxBytes
+		s, err := ingest.New(cfg, deps)
+		svc = s
+		return s, err
+	})
+	r.Apply(t, spec)
+	return r, svc
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func received(t *testing.T, r *servicetest.Running, n int) []*gyrev1.DataBatchReceived {
+	t.Helper()
+	var out []*gyrev1.DataBatchReceived
+	for _, ev := range r.WaitEvents(t, "p1", events.DataBatchReceived, n) {
+		var m gyrev1.DataBatchReceived
+		if err := events.Decode(ev, &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &m)
+	}
+	return out
+}
+
+// TestBatchArrivedHappyPath: an inline batch is stored content-addressed,
+// recorded, and announced once with its rows, columns and lineage.
+func TestBatchArrivedHappyPath(t *testing.T) {
+	t.Parallel()
+	r, _ := start(t)
+	arrived := r.Publish(t, "p1", &gyrev1.DataBatchArrived{
+		Pipeline: "p1", BatchId: "b-1", Format: "csv", Content: []byte(goodCSV), Labels: map[string]string{"source": "test"},
+	})
+	evs := r.WaitEvents(t, "p1", events.DataBatchReceived, 1)
+	ev := evs[0]
+	var got gyrev1.DataBatchReceived
+	if err := events.Decode(ev, &got); err != nil {
+		t.Fatal(err)
+	}
+	digest := sum([]byte(goodCSV))
+	key := "p1/" + digest + ".csv"
+	if got.BatchId != "b-1" || got.Rows != 3 || got.Bytes != int64(len(goodCSV)) || got.Format != "csv" ||
+		got.Sha256 != digest || got.Object.GetKey() != key || got.Object.GetBucket() != events.ObjectBatches ||
+		strings.Join(got.Columns, ",") != "x,y" || got.Labels["source"] != "test" || got.Duplicate {
+		t.Errorf("data.batch.received = %+v", &got)
+	}
+	if c := bus.Ext(ev, bus.ExtCorrelationID); c != arrived.ID() {
+		t.Errorf("correlationid = %q, want the arrived event's id %q", c, arrived.ID())
+	}
+	if c := bus.Ext(ev, bus.ExtCausationID); c != arrived.ID() {
+		t.Errorf("causationid = %q, want %q", c, arrived.ID())
+	}
+	if ev.ID() != bus.StableID(events.DataBatchReceived, "p1", digest) {
+		t.Errorf("id %s is not the deterministic one", ev.ID())
+	}
+	ctx := context.Background()
+	data, err := store.GetObject(ctx, r.Buckets.Batches, key)
+	if err != nil || string(data) != goodCSV {
+		t.Errorf("stored object = %q, %v", data, err)
+	}
+	rec, _, found, err := store.GetJSON[map[string]any](ctx, r.Buckets.State, store.IngestKey("p1", digest))
+	if err != nil || !found || rec["batchId"] != "b-1" || rec["objectKey"] != key || rec["rows"] != 3.0 {
+		t.Errorf("ingest record = %v, %v, %v", rec, found, err)
+	}
+}
+
+// TestSameBatchTwiceIsOneBatch: the same content published twice (two
+// arrivals, two ids) gives one data.batch.received and one object.
+func TestSameBatchTwiceIsOneBatch(t *testing.T) {
+	t.Parallel()
+	r, _ := start(t)
+	for _, id := range []string{"first", "second"} {
+		r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: id, Format: "csv", Content: []byte(goodCSV)})
+	}
+	// A third, different batch after both: once it is received, the second
+	// arrival was handled (one consumer, in order).
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "third", Format: "csv", Content: []byte("x,y\n9,1\n")})
+	got := received(t, r, 2)
+	if len(got) != 2 || got[0].BatchId != "first" || got[1].BatchId != "third" {
+		t.Fatalf("received %v, want first and third", got)
+	}
+	ctx := context.Background()
+	objs, err := r.Buckets.Batches.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 {
+		t.Errorf("%d objects stored, want 2", len(objs))
+	}
+}
+
+// TestBadInputGoesToDLQ: each bad data.batch.arrived is dead-lettered with a
+// reason naming the problem, and a good batch after them still flows.
+func TestBadInputGoesToDLQ(t *testing.T) {
+	t.Parallel()
+	r, _ := start(t)
+	ctx := context.Background()
+	landing, err := r.JS.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "landing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := landing.PutBytes(ctx, "big.csv", bytes.Repeat([]byte("1,2\n"), maxBytes)); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(t.TempDir(), "big.csv")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x,y\n"), maxBytes), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// One batch id first used for other content.
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "taken", Format: "csv", Content: []byte("x,y\n7,0\n")})
+	received(t, r, 1)
+
+	tests := []struct {
+		name string
+		msg  *gyrev1.DataBatchArrived
+		want string // in the dead letter's reason
+	}{
+		{"malformed csv", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "m", Format: "csv", Content: []byte("x,y\n1,2\n3\n")}, "row 2"},
+		{"unknown pipeline", &gyrev1.DataBatchArrived{Pipeline: "nope", BatchId: "u", Format: "csv", Content: []byte(goodCSV)}, `pipeline "nope" (apply its spec first`},
+		{"oversized inline", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "o", Format: "csv", Content: bytes.Repeat([]byte("x"), maxBytes+1)}, "batch too large"},
+		{"oversized file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "of", Format: "csv", Uri: "file://" + big}, "batch too large"},
+		{"oversized object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "oo", Format: "csv", Uri: "nats-object://landing/big.csv"}, "batch too large"},
+		{"unknown format", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "f", Format: "xlsx", Content: []byte(goodCSV)}, "format"},
+		{"missing file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mf", Format: "csv", Uri: "file:///no/such/file.csv"}, "cannot open the file"},
+		{"missing object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mo", Format: "csv", Uri: "nats-object://landing/none.csv"}, `no object "none.csv"`},
+		{"missing bucket", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mb", Format: "csv", Uri: "nats-object://nobucket/x.csv"}, `bucket "nobucket" does not exist`},
+		{"bad jsonl", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "j", Format: "jsonl", Content: []byte("{\"x\":1}\n[1]\n")}, "row 2"},
+		{"batch id reused", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "taken", Format: "csv", Content: []byte(goodCSV)}, "already used for other content"},
+	}
+	for _, tt := range tests {
+		pipeline := tt.msg.Pipeline
+		ev, err := events.New("/gyre/test", pipeline, tt.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Publisher.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := r.WaitDeadLetters(t, ingest.Name, len(tests))
+	for i, tt := range tests {
+		reason := dead[i].Header.Get(bus.HeaderDLQReason)
+		if !strings.Contains(reason, tt.want) {
+			t.Errorf("%s: dead letter reason %q lacks %q", tt.name, reason, tt.want)
+		}
+		if kind := dead[i].Header.Get(bus.HeaderDLQKind); kind != "permanent" {
+			t.Errorf("%s: dead letter kind %q, want permanent", tt.name, kind)
+		}
+	}
+	// The service keeps going: a good batch after the bad ones flows, and
+	// nothing else was received.
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "good", Format: "csv", Content: []byte(goodCSV)})
+	got := received(t, r, 2)
+	if len(got) != 2 || got[1].BatchId != "good" {
+		t.Errorf("received %v, want taken and good", got)
+	}
+}
+
+// TestURIs: batches by file:// and nats-object:// URI are read and stored
+// like inline ones, and say where they came from.
+func TestURIs(t *testing.T) {
+	t.Parallel()
+	r, _ := start(t)
+	ctx := context.Background()
+	landing, err := r.JS.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "landing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonl := "{\"x\":1,\"y\":0}\n{\"x\":2,\"y\":1}\n"
+	if _, err := landing.PutBytes(ctx, "p1/a.jsonl", []byte(jsonl)); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "b.csv")
+	if err := os.WriteFile(file, []byte(goodCSV), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "a", Format: "jsonl", Uri: "nats-object://landing/p1/a.jsonl"})
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "b", Format: "csv", Uri: "file://" + file})
+	got := received(t, r, 2)
+	if got[0].Rows != 2 || got[0].SourceUri != "nats-object://landing/p1/a.jsonl" || got[0].Object.GetKey() != "p1/"+sum([]byte(jsonl))+".jsonl" {
+		t.Errorf("from object store: %+v", got[0])
+	}
+	if got[1].Rows != 3 || got[1].SourceUri != "file://"+file {
+		t.Errorf("from file: %+v", got[1])
+	}
+}
+
+// TestUpload: POST /v1/pipelines/{pipeline}/batches answers 202 with the
+// batch, and 4xx naming the problem for bad uploads.
+func TestUpload(t *testing.T) {
+	t.Parallel()
+	r, svc := start(t)
+	h := svc.Handler()
+	post := func(path, contentType, body string) (int, map[string]any) {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var out map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatalf("%s: body %q is not JSON: %v", path, rec.Body.String(), err)
+		}
+		return rec.Code, out
+	}
+	tests := []struct {
+		name        string
+		path        string
+		contentType string
+		body        string
+		code        int
+		want        string // in the error, or the batch id
+	}{
+		{"csv", "/v1/pipelines/p1/batches", "text/csv", goodCSV, 202, sum([]byte(goodCSV))[:16]},
+		{"jsonl with id", "/v1/pipelines/p1/batches?batchId=j1", "application/x-ndjson", "{\"x\":1,\"y\":0}\n", 202, "j1"},
+		{"format param", "/v1/pipelines/p1/batches?format=jsonl&batchId=j2", "", "{\"x\":2,\"y\":0}\n", 202, "j2"},
+		{"unknown pipeline", "/v1/pipelines/nope/batches", "text/csv", goodCSV, 404, `pipeline "nope" (apply its spec first`},
+		{"malformed csv", "/v1/pipelines/p1/batches", "text/csv", "x,y\n1,2\n3,4,5\n", 400, "row 2"},
+		{"empty", "/v1/pipelines/p1/batches", "text/csv", "", 400, "empty"},
+		{"too large", "/v1/pipelines/p1/batches", "text/csv", strings.Repeat("x", maxBytes+1), 413, "batch too large"},
+		{"unknown content type", "/v1/pipelines/p1/batches", "application/pdf", goodCSV, 415, "application/pdf"},
+		{"unknown format param", "/v1/pipelines/p1/batches?format=xlsx", "", goodCSV, 415, `"xlsx"`},
+		{"no format", "/v1/pipelines/p1/batches", "", goodCSV, 415, "no format"},
+	}
+	for _, tt := range tests {
+		code, out := post(tt.path, tt.contentType, tt.body)
+		if code != tt.code {
+			t.Errorf("%s: status %d, want %d (%v)", tt.name, code, tt.code, out)
+			continue
+		}
+		if code == 202 {
+			if out["batchId"] != tt.want || out["duplicate"] != false || out["pipeline"] != "p1" {
+				t.Errorf("%s: %v", tt.name, out)
+			}
+			continue
+		}
+		if msg, _ := out["error"].(string); !strings.Contains(msg, tt.want) {
+			t.Errorf("%s: error %q lacks %q", tt.name, msg, tt.want)
+		}
+	}
+	// The same upload again is a duplicate: 202, nothing new.
+	code, out := post("/v1/pipelines/p1/batches?batchId=again", "text/csv", goodCSV)
+	if code != 202 || out["duplicate"] != true || out["batchId"] != sum([]byte(goodCSV))[:16] || out["rows"] != 3.0 {
+		t.Errorf("duplicate upload: %d %v", code, out)
+	}
+	if got := received(t, r, 3); len(got) != 3 {
+		t.Errorf("%d data.batch.received, want 3", len(got))
+	}
+}
+
+// TestConfig: --max-batch-bytes is a flag of the service, checked.
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want int
+		err  string
+	}{
+		{nil, ingest.DefaultMaxBatchBytes, ""},
+		{[]string{"--max-batch-bytes", "1024"}, 1024, ""},
+		{[]string{"--max-batch-bytes", "0"}, 0, "--max-batch-bytes"},
+	}
+	for _, tt := range tests {
+		cfg := ingest.DefaultConfig()
+		fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
+		cfg.RegisterFlags(fs)
+		if err := fs.Parse(tt.args); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if cfg.MaxBatchBytes != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%v: MaxBatchBytes %d, err %v", tt.args, cfg.MaxBatchBytes, err)
+		}
+	}
 }

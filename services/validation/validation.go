@@ -7,12 +7,13 @@
 // and quarantines the batch; it follows pipeline.applied to know each
 // pipeline's current spec.
 //
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// The checks (Checker) are plain functions of a table and a schema; the
+// application code (Validator) loads the spec and the batch, keeps the
+// state the contract of docs/loop.md names — the validated-batch log
+// batches.<pipeline>, the inferred schema schema.<pipeline>, the reasons of a
+// rejected batch rejected.<pipeline>.<batch> — and emits; the ports decode
+// events into its commands. A rejected batch changes nothing but its own
+// record: it never enters the validated-batch log.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/validation runs it alone.
@@ -24,7 +25,9 @@ import (
 	"net/http"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
 )
 
 // Name is the service's name: its durable consumers (validation_<handler>), its
@@ -42,9 +45,13 @@ row rules. It emits data.batch.validated with a report of each check and column
 statistics, or data.batch.rejected and quarantines the batch; it follows pipeline.applied
 to know each pipeline's current spec.
 
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+Checks: the label column is present; required columns and values are there; every cell
+has its column's type (float, int, bool; NaN and Inf are invalid in numeric columns);
+min/max; categories; the share of missing values per column is at most maxMissingShare;
+every CEL rule of spec.dataset.rules holds. More than spec.dataset.maxRowErrors bad rows
+(default 0), or any problem of the whole batch, rejects it, with up to 100 reasons naming
+column, row and value. A validated batch is appended to the pipeline's validated-batch
+log (gyre-state batches.<pipeline>); a rejected one changes nothing else.`
 
 // Config is the validation service's configuration.
 type Config struct {
@@ -56,7 +63,8 @@ func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTP
 
 // Service is the validation service.
 type Service struct {
-	rt *service.Runtime
+	rt        *service.Runtime
+	validator *Validator
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -70,7 +78,34 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	// Buckets open lazily: Run provisions them after New.
+	s := &Service{rt: rt, validator: NewValidator(store.NewLazy(rt.JetStream()), rt.Publisher())}
+	for _, hd := range []struct {
+		name string
+		h    bus.Handler
+	}{
+		{"batch-received", s.batchReceived},
+		{"pipeline-applied", s.pipelineApplied},
+	} {
+		decl, err := consumer(hd.name)
+		if err != nil {
+			return nil, err
+		}
+		if err := rt.Router().Handle(decl, hd.h); err != nil {
+			return nil, fmt.Errorf("%s: %w", Name, err)
+		}
+	}
+	return s, nil
+}
+
+// consumer returns the declaration of one of the service's handlers.
+func consumer(handler string) (events.Consumer, error) {
+	for _, c := range events.ServiceConsumers()[Name] {
+		if c.Handler == handler {
+			return c, nil
+		}
+	}
+	return events.Consumer{}, fmt.Errorf("%s: no consumer %q is declared in events.ServiceConsumers", Name, handler)
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then

@@ -1,0 +1,272 @@
+package validation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/store"
+	"github.com/gyrehq/gyre/libs/table"
+)
+
+// Received is the command to validate one stored batch.
+type Received struct {
+	Pipeline string
+	BatchID  string
+	Format   string
+	// Object is the stored batch in gyre-batches.
+	Object *gyrev1.ObjectRef
+}
+
+// Outcome is what validating a batch decided.
+type Outcome struct {
+	Validated bool
+	Report    *Report
+	// EventID is the id of the data.batch.validated or data.batch.rejected event.
+	EventID string
+	// SchemaInferred is true when the schema was inferred from this batch.
+	SchemaInferred bool
+}
+
+// Rejection is what gyre-state rejected.<pipeline>.<batch> keeps of a
+// rejected batch, for inspection; the batch itself stays in gyre-batches.
+type Rejection struct {
+	BatchID          string                 `json:"batchId"`
+	ObjectKey        string                 `json:"objectKey"`
+	Sha256           string                 `json:"sha256"`
+	Rows             int                    `json:"rows"`
+	Reasons          []*gyrev1.RejectReason `json:"reasons"`
+	ReasonsTotal     int                    `json:"reasonsTotal"`
+	PipelineRevision uint64                 `json:"pipelineRevision"`
+	EventID          string                 `json:"eventId"`
+	At               time.Time              `json:"at"`
+}
+
+// publisher publishes an event; *bus.Publisher is one.
+type publisher interface {
+	Publish(ctx context.Context, ev event.Event) error
+}
+
+// buckets gives the JetStream buckets; *store.Lazy is one.
+type buckets interface {
+	Get(ctx context.Context) (*store.Buckets, error)
+}
+
+// Validator validates stored batches against their pipeline's schema and
+// rules. It is the application code behind the service's event handlers.
+type Validator struct {
+	buckets buckets
+	pub     publisher
+}
+
+// NewValidator returns a Validator.
+func NewValidator(b buckets, pub publisher) *Validator {
+	return &Validator{buckets: b, pub: pub}
+}
+
+// Validate checks a received batch. A valid one is appended to the
+// pipeline's validated-batch log and announced with data.batch.validated; an
+// invalid one is recorded at rejected.<pipeline>.<batch> and announced with
+// data.batch.rejected, and changes nothing else. Only what cannot be checked
+// at all — an unknown pipeline, a missing object — is an error (permanent).
+func (v *Validator) Validate(ctx context.Context, cmd Received) (Outcome, error) {
+	bk, err := v.buckets.Get(ctx)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate: %w", err)
+	}
+	p, rev, err := store.Pipeline(ctx, bk.Pipelines, cmd.Pipeline)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	if b := cmd.Object.GetBucket(); b != bk.Batches.Name {
+		return Outcome{}, bus.Permanentf("validate batch %q: object is in bucket %q, not %s", cmd.BatchID, b, bk.Batches.Name)
+	}
+	data, err := store.GetObject(ctx, bk.Batches, cmd.Object.GetKey())
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	sum := sha256.Sum256(data)
+	if want := cmd.Object.GetSha256(); want != "" && hex.EncodeToString(sum[:]) != want {
+		return Outcome{}, bus.Permanentf("validate batch %q: object %s has sha256 %x, the event says %s", cmd.BatchID, cmd.Object.GetKey(), sum, want)
+	}
+	cmd.Object.Sha256 = hex.EncodeToString(sum[:])
+	t, err := table.Read(cmd.Format, data)
+	if err != nil {
+		// Ingest parsed it; a batch that does not parse now is rejected
+		// like any other bad batch, with the parser's row and column.
+		var te *table.Error
+		if !errors.As(err, &te) {
+			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+		}
+		r := &Report{BatchProblems: 1, ReasonsTotal: 1, Reasons: []*gyrev1.RejectReason{{
+			Column: te.Column, Row: int64(te.Row), Rule: "format", Message: te.Error(),
+		}}, Checks: []*gyrev1.Check{{Name: "format", Kind: KindSchema, Message: te.Error()}}}
+		return v.reject(ctx, bk, cmd, rev, r)
+	}
+
+	rules, err := pipeline.NewRuleSet(p.Spec.Dataset.Rules, nil)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	schema, stored, err := v.schema(ctx, bk.State, p, t)
+	if err != nil {
+		return Outcome{}, err
+	}
+	report := NewChecker(schema, p.Spec.Dataset, rules).Check(t)
+	if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
+		return v.reject(ctx, bk, cmd, rev, report)
+	}
+	if !stored && len(p.Spec.Dataset.Schema) == 0 {
+		// The first valid batch of a pipeline without a declared schema
+		// fixes it. Should another batch have fixed it meanwhile, check
+		// against that one: every batch is held to one schema.
+		kept, err := store.UpdateJSON(ctx, bk.State, store.SchemaKey(cmd.Pipeline), func(s *[]pipeline.Column, exists bool) error {
+			if exists {
+				return store.ErrNoChange
+			}
+			*s = schema
+			return nil
+		})
+		if err != nil {
+			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+		}
+		if !slices.EqualFunc(kept, schema, columnsEqual) {
+			report = NewChecker(kept, p.Spec.Dataset, rules).Check(t)
+			if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
+				return v.reject(ctx, bk, cmd, rev, report)
+			}
+		}
+	}
+	return v.accept(ctx, bk, cmd, p, rev, report)
+}
+
+// schema returns the schema to check t against: the declared one, else the
+// stored inferred one (stored is true), else the one t suggests.
+func (v *Validator) schema(ctx context.Context, kv jetstream.KeyValue, p *pipeline.Pipeline, t *table.Table) ([]pipeline.Column, bool, error) {
+	if len(p.Spec.Dataset.Schema) > 0 {
+		return p.Spec.Dataset.Schema, true, nil
+	}
+	s, _, found, err := store.GetJSON[[]pipeline.Column](ctx, kv, store.SchemaKey(p.Name()))
+	if err != nil {
+		return nil, false, fmt.Errorf("validate: inferred schema: %w", err)
+	}
+	if found && len(s) > 0 {
+		return s, true, nil
+	}
+	return InferSchema(t, p.Spec.Dataset.Label), false, nil
+}
+
+func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received, p *pipeline.Pipeline, rev uint64, r *Report) (Outcome, error) {
+	id := bus.StableID(events.DataBatchValidated, cmd.Pipeline, cmd.BatchID, cmd.Object.GetSha256())
+	entry, err := store.AppendValidated(ctx, bk.State, cmd.Pipeline, store.ValidatedBatch{
+		BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Format: cmd.Format, Rows: int64(r.Rows),
+		Sha256: cmd.Object.GetSha256(), EventID: id, At: time.Now().UTC(),
+	})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	if entry.Sha256 != cmd.Object.GetSha256() {
+		// Ingest binds a batch id to one content, so this is a log written
+		// by something else; do not announce a batch the log does not hold.
+		return Outcome{}, bus.Permanentf("validate batch %q: the validated-batch log holds this id for other content (sha256 %s)", cmd.BatchID, entry.Sha256)
+	}
+	// The first validated batch of a pipeline without a declared schema is
+	// the one its schema was inferred from.
+	inferred := len(p.Spec.Dataset.Schema) == 0 && entry.Seq == 1
+	ev, err := events.New("/gyre/"+Name, cmd.Pipeline, &gyrev1.DataBatchValidated{
+		Pipeline: cmd.Pipeline, BatchId: cmd.BatchID, Object: cmd.Object, Format: cmd.Format, Rows: int64(r.Rows),
+		Columns: r.Columns, Checks: r.Checks, ChecksPassed: r.AllChecksPassed(), LabelColumn: p.Spec.Dataset.Label,
+		Labelled: r.Labelled, SchemaInferred: inferred, PipelineRevision: int64(rev),
+	})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	ev.SetID(id)
+	if err := v.pub.Publish(ctx, ev); err != nil {
+		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+	}
+	bus.Logger(ctx).Info("batch validated", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID, "rows", r.Rows,
+		"seq", entry.Seq, "labelled", r.Labelled, "schemaInferred", inferred)
+	return Outcome{Validated: true, Report: r, EventID: id, SchemaInferred: inferred}, nil
+}
+
+func (v *Validator) reject(ctx context.Context, bk *store.Buckets, cmd Received, rev uint64, r *Report) (Outcome, error) {
+	id := bus.StableID(events.DataBatchRejected, cmd.Pipeline, cmd.BatchID, cmd.Object.GetSha256())
+	_, err := store.UpdateJSON(ctx, bk.State, store.RejectedKey(cmd.Pipeline, cmd.BatchID), func(rej *Rejection, exists bool) error {
+		if exists && rej.EventID == id {
+			return store.ErrNoChange // a redelivery
+		}
+		*rej = Rejection{
+			BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Sha256: cmd.Object.GetSha256(), Rows: r.Rows,
+			Reasons: r.Reasons, ReasonsTotal: r.ReasonsTotal, PipelineRevision: rev, EventID: id, At: time.Now().UTC(),
+		}
+		return nil
+	})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("reject batch %q: %w", cmd.BatchID, err)
+	}
+	ev, err := events.New("/gyre/"+Name, cmd.Pipeline, &gyrev1.DataBatchRejected{
+		Pipeline: cmd.Pipeline, BatchId: cmd.BatchID, Object: cmd.Object, Rows: int64(r.Rows),
+		Reasons: r.Reasons, ReasonsTotal: int64(r.ReasonsTotal), Checks: r.Checks,
+		// The batch stays where ingest stored it, and nothing downstream
+		// reads it: that object is its quarantine.
+		Quarantine: cmd.Object, PipelineRevision: int64(rev),
+	})
+	if err != nil {
+		return Outcome{}, fmt.Errorf("reject batch %q: %w", cmd.BatchID, err)
+	}
+	ev.SetID(id)
+	if err := v.pub.Publish(ctx, ev); err != nil {
+		return Outcome{}, fmt.Errorf("reject batch %q: %w", cmd.BatchID, err)
+	}
+	first := ""
+	if len(r.Reasons) > 0 {
+		first = r.Reasons[0].GetMessage()
+	}
+	bus.Logger(ctx).Warn("batch rejected", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID,
+		"reasons", r.ReasonsTotal, "rowsWithErrors", r.RowsWithErrors, "first", first)
+	return Outcome{Report: r, EventID: id}, nil
+}
+
+// Applied is the command of a pipeline.applied event.
+type Applied struct {
+	Pipeline string
+	Spec     *pipeline.Pipeline
+}
+
+// PipelineApplied follows a spec change. When the spec now declares a
+// schema, the schema inferred from an earlier batch is dropped: the declared
+// one rules from now on, and should the declaration be removed again later,
+// the next batch infers a fresh schema rather than reviving a stale one. Any
+// other change needs nothing: every batch reads the current spec.
+func (v *Validator) PipelineApplied(ctx context.Context, cmd Applied) error {
+	if len(cmd.Spec.Spec.Dataset.Schema) == 0 {
+		return nil
+	}
+	bk, err := v.buckets.Get(ctx)
+	if err != nil {
+		return fmt.Errorf("pipeline applied: %w", err)
+	}
+	key := store.SchemaKey(cmd.Pipeline)
+	if _, err := bk.State.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err := bk.State.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("pipeline applied: drop inferred schema %s: %w", key, err)
+	}
+	bus.Logger(ctx).Info("inferred schema dropped: the spec declares one now", "pipeline", cmd.Pipeline)
+	return nil
+}
+
+func columnsEqual(a, b pipeline.Column) bool { return a.Name == b.Name && a.Type == b.Type }
