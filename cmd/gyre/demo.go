@@ -315,6 +315,8 @@ type demoRun struct {
 	staticCorrect int
 	staticScored  int
 	predictions   int // prediction.logged events expected
+	// pendingLabels are the truths of the scored batch, sent after the batch.
+	pendingLabels []*gyrev1.Label
 }
 
 func streamDemo(ctx context.Context, o demoOptions, data *demoData, st upState, stdout, stderr io.Writer) error {
@@ -348,8 +350,17 @@ func streamDemo(ctx context.Context, o demoOptions, data *demoData, st upState, 
 		if err := r.pub.Publish(ctx, arrived); err != nil {
 			return fmt.Errorf("batch %d: %w", i+1, err)
 		}
+		// The batch's own cascade settles before its labels arrive, and the
+		// labels' before the next batch: each trigger then sees the same
+		// state on every run, so two runs take the same decisions.
 		if err := r.settle(ctx); err != nil {
 			return fmt.Errorf("batch %d: %w", i+1, err)
+		}
+		if err := r.publishLabels(ctx); err != nil {
+			return fmt.Errorf("batch %d labels: %w", i+1, err)
+		}
+		if err := r.settle(ctx); err != nil {
+			return fmt.Errorf("batch %d labels: %w", i+1, err)
 		}
 		r.progress(stderr, i+1, started)
 	}

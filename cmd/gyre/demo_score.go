@@ -146,14 +146,24 @@ func (r *demoRun) scoreBatch(ctx context.Context, i int, b [2]int) error {
 	if err := r.scoreStatic(ctx, b); err != nil {
 		return fmt.Errorf("batch %d: static model: %w", i+1, err)
 	}
+	r.pendingLabels = labels
+	if len(labels) > 0 {
+		r.predictions++
+	}
+	return nil
+}
+
+// publishLabels sends the ground truth of the batch's logged predictions as
+// label.received, once the deployer has logged them (it does so
+// asynchronously) so that the monitor can join the two.
+func (r *demoRun) publishLabels(ctx context.Context) error {
+	labels := r.pendingLabels
+	r.pendingLabels = nil
 	if len(labels) == 0 {
 		return nil
 	}
-	// The predictions are logged asynchronously by the deployer: wait for
-	// them, so that the monitor can join the labels that follow.
-	r.predictions++
 	if err := r.waitPredictions(ctx); err != nil {
-		return fmt.Errorf("batch %d: %w", i+1, err)
+		return err
 	}
 	ev, err := events.New("/gyre/demo", r.data.spec.Name(), &gyrev1.LabelReceived{Pipeline: r.data.spec.Name(), Labels: labels})
 	if err != nil {

@@ -199,12 +199,12 @@ func runLineage(ctx context.Context, o registryOptions, arg string, stdout io.Wr
 	if o.output == "json" {
 		return json.NewEncoder(stdout).Encode(l)
 	}
-	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	aliases := ""
 	if len(l.Aliases) > 0 {
 		aliases = " (" + strings.Join(l.Aliases, ", ") + ")"
 	}
-	fmt.Fprintf(w, "%s v%d%s\t%s, registered %s\n", l.Pipeline, l.Version, aliases, l.Verdict, l.CreatedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(stdout, "%s v%d%s: %s, registered %s\n", l.Pipeline, l.Version, aliases, l.Verdict, l.CreatedAt.Local().Format(time.DateTime))
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "batches:\t%s\n", dashIfEmpty(strings.Join(l.Batches, ", ")))
 	fmt.Fprintf(w, "dataset version:\t%s\n", dashIfEmpty(l.DatasetVersion))
 	fmt.Fprintf(w, "feature set:\t%s\n", dashIfEmpty(l.FeatureSetVersion))
@@ -224,7 +224,7 @@ func runLineage(ctx context.Context, o registryOptions, arg string, stdout io.Wr
 	if l.Reference != nil {
 		fmt.Fprintf(w, "reference:\t%s\n", dashIfEmpty(l.Reference.URI))
 	}
-	fmt.Fprintln(w, "events:\t")
+	fmt.Fprintln(w, "events:")
 	for _, e := range l.Events {
 		fmt.Fprintf(w, "  %s\t%s\n", e.Type, e.ID)
 	}

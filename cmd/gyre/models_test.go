@@ -118,3 +118,12 @@ func TestModelsLineagePromoteRollback(t *testing.T) {
 		}
 	}
 }
+
+func TestModelsWithNoModel(t *testing.T) {
+	t.Parallel()
+	env := looptest.New(t)
+	out, errOut, err := execute(t, "models", "--nats="+env.Server.URL)
+	if err != nil || out != "" || !strings.Contains(errOut, "No models registered yet") {
+		t.Fatalf("gyre models on an empty registry: %q, %q, %v", out, errOut, err)
+	}
+}

@@ -75,8 +75,9 @@ client commands such as 'gyre events' find it without flags. Ctrl-C (or SIGTERM)
 stops it cleanly: services drain their in-flight messages, HTTP stops, the
 embedded server shuts down, and up.json is removed.
 
-The services are skeletons until issue #3: they provision their consumers and
-report readiness, but handle no event yet.`,
+Serving (Open Inference Protocol v2) is at /services/deployer/v2/models/<pipeline>;
+the ingest API at /services/ingest/v1/pipelines/<pipeline>/batches; the registry's
+read API at /services/registry/v1/pipelines/<pipeline>/models.`,
 		Example: `  # everything local: embedded NATS in .gyre/, HTTP on 127.0.0.1:8080
   gyre up
 

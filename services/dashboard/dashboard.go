@@ -4,12 +4,10 @@
 // (gyre.ev.>) with ephemeral ordered consumers, so it has no durable
 // consumer and never holds up the loop, and it emits nothing.
 //
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// No issue has built its UI yet, so this package is a skeleton, and honest
+// about it: the service connects, provisions its topology and reports
+// health, readiness and metrics, and shows nothing. Until it does, `gyre
+// events -f` follows the loop.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/dashboard runs it alone.
@@ -37,9 +35,9 @@ const About = `Dashboard shows the loop as it runs: it reads every lifecycle eve
 ephemeral ordered consumers, so it has no durable consumer and never holds up the loop,
 and it emits nothing.
 
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+Status: a skeleton; no issue has built its UI yet. It connects, provisions its
+topology and reports health and readiness. Until it shows the loop, use
+'gyre events -f'.`
 
 // Config is the dashboard service's configuration.
 type Config struct {

@@ -1,18 +1,16 @@
 // Package deployer is Gyre's deployer service.
 //
-// Deployer puts champions into service. On model.promoted it rolls the new
-// version out with the pipeline's strategy — immediate, canary steps with
-// automatic rollback on error rate or accuracy drop, or shadow — emitting
-// deployment.started, .progressed, .completed or .rolledback; it serves
-// predictions (Open Inference Protocol v2) and publishes a sample of them as
-// prediction.logged.
-//
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// Deployer puts champions into service. On model.promoted it loads the
+// bundle from gyre-models and rolls the version out with the pipeline's
+// strategy: immediate (an atomic swap: requests in flight finish on the
+// model they started with) or canary (steps of traffic, each judged on the
+// candidate's error rate and, once labels arrive, its live accuracy against
+// the champion's; then deployment.progressed, .completed or .rolledback).
+// It records each pipeline's deployment in gyre-deployments and restores
+// what served from there when it starts. It serves predictions with the
+// Open Inference Protocol v2 (REST) under /v2/models/<pipeline>, and
+// publishes a sample of them (spec.deployment.sampleRate) as
+// prediction.logged, off the request path.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/deployer runs it alone.
@@ -20,11 +18,17 @@ package deployer
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
+	"github.com/gyrehq/gyre/services/deployer/internal/serving"
 )
 
 // Name is the service's name: its durable consumers (deployer_<handler>), its
@@ -36,27 +40,72 @@ const Name = events.ServiceDeployer
 const DefaultHTTPAddr = "127.0.0.1:8088"
 
 // About says what the service does in the loop; it opens the command's help.
-const About = `Deployer puts champions into service. On model.promoted it rolls the new version out with
-the pipeline's strategy — immediate, canary steps with automatic rollback on error rate or
-accuracy drop, or shadow — emitting deployment.started, .progressed, .completed or
-.rolledback; it serves predictions (Open Inference Protocol v2) and publishes a sample of
-them as prediction.logged.
-
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+const About = `Deployer puts champions into service. On model.promoted it loads the bundle and rolls the
+version out with the pipeline's strategy — immediate (an atomic swap) or canary steps judged
+on error rate and live accuracy, with automatic rollback — emitting deployment.started,
+.progressed, .completed or .rolledback, and records it in gyre-deployments, from where it
+restores what served when it starts. It serves predictions with the Open Inference Protocol
+v2 at /v2/models/<pipeline>/infer and publishes a sample of them as prediction.logged.`
 
 // Config is the deployer service's configuration.
 type Config struct {
 	service.Config
+	// CanaryMinLabels is how many labelled predictions a canary variant
+	// needs before its live accuracy counts in a step's judgement.
+	CanaryMinLabels int
+	// PredictionQueue bounds the sampled predictions waiting to be
+	// published; beyond it they are dropped (and counted).
+	PredictionQueue int
 }
 
+// Environment variables of the deployer's own settings.
+const (
+	EnvCanaryMinLabels = "GYRE_DEPLOYER_CANARY_MIN_LABELS"
+	EnvPredictionQueue = "GYRE_DEPLOYER_PREDICTION_QUEUE"
+)
+
+// DefaultPredictionQueue is the default bound of the prediction log queue.
+const DefaultPredictionQueue = 4096
+
 // DefaultConfig returns the configuration with every default.
-func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTPAddr)} }
+func DefaultConfig() Config {
+	return Config{
+		Config:          service.Defaults(DefaultHTTPAddr),
+		CanaryMinLabels: serving.DefaultCanaryMinLabels,
+		PredictionQueue: DefaultPredictionQueue,
+	}
+}
+
+// RegisterFlags registers the shared flags and the deployer's own.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Config.RegisterFlags(fs)
+	c.IntFlag(fs, &c.CanaryMinLabels, "canary-min-labels", EnvCanaryMinLabels, c.CanaryMinLabels,
+		"labelled predictions a canary variant needs before its live accuracy is judged")
+	c.IntFlag(fs, &c.PredictionQueue, "prediction-queue", EnvPredictionQueue, c.PredictionQueue,
+		"sampled predictions waiting to be published; more are dropped and counted")
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.CanaryMinLabels <= 0 {
+		errs = append(errs, &service.FieldError{Flag: "canary-min-labels", Env: EnvCanaryMinLabels,
+			Value: fmt.Sprint(c.CanaryMinLabels), Reason: "must be positive"})
+	}
+	if c.PredictionQueue <= 0 {
+		errs = append(errs, &service.FieldError{Flag: "prediction-queue", Env: EnvPredictionQueue,
+			Value: fmt.Sprint(c.PredictionQueue), Reason: "must be positive"})
+	}
+	return errors.Join(errs...)
+}
 
 // Service is the deployer service.
 type Service struct {
-	rt *service.Runtime
+	rt      *service.Runtime
+	cfg     Config
+	app     *serving.Deployer
+	log     *predictionLog
+	metrics *metrics
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -70,18 +119,92 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	m, err := newMetrics(deps.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("%s metrics: %w", Name, err)
+	}
+	st := stores{lazy: store.NewLazy(deps.JS)}
+	s := &Service{rt: rt, cfg: cfg, metrics: m}
+	s.log = newPredictionLog(rt.Publisher(), cfg.PredictionQueue, m, rt.Logger())
+	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{
+		CanaryMinLabels: cfg.CanaryMinLabels, Logger: rt.Logger(),
+	})
+	if err := s.register(); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	if err := s.routes(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// Run provisions the service's topology and runs it until ctx ends, then
-// drains; it returns nil after a clean stop.
-func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
+// Run provisions the service's topology, restores what served, and runs
+// until ctx ends; then it drains the event handlers and publishes the
+// predictions still queued. It returns nil after a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	// The helpers stop with the runtime, also when it stops on an error.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if s.awaitTopology(ctx) {
+			if err := s.app.Restore(ctx); err != nil && ctx.Err() == nil {
+				s.rt.Logger().Error("restoring deployments failed", "error", err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		s.app.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.log.run(ctx, s.cfg.ShutdownTimeout)
+	}()
+	err := s.rt.Run(ctx)
+	cancel()
+	wg.Wait()
+	return err
+}
 
-// Handler serves GET /healthz, /readyz and /metrics.
+// awaitTopology waits until the runtime has provisioned the buckets that
+// restoring reads; false when ctx ended first.
+func (s *Service) awaitTopology(ctx context.Context) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, c := range s.rt.Readiness().Checks {
+			if c.Name == "topology" && c.OK {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// Handler serves the Open Inference Protocol v2 routes, GET
+// /v1/deployments/{pipeline}, /healthz, /readyz and /metrics.
 func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 
 // Name returns the service's name.
 func (s *Service) Name() string { return Name }
 
-// Readiness reports whether the service is ready and why not.
-func (s *Service) Readiness() service.Readiness { return s.rt.Readiness() }
+// Readiness reports whether the service is ready and why not: the
+// runtime's checks, and whether what served before has been restored.
+func (s *Service) Readiness() service.Readiness {
+	rd := s.rt.Readiness()
+	c := service.Check{Name: "serving", OK: s.app.Ready(), Detail: "restored"}
+	if !c.OK {
+		c.Detail = "restoring the deployed models"
+		rd.NotReady = append(rd.NotReady, c.Name)
+		rd.Ready, rd.Status = false, "not ready"
+	}
+	rd.Checks = append(rd.Checks, c)
+	return rd
+}

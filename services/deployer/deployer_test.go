@@ -9,9 +9,10 @@ import (
 	"github.com/gyrehq/gyre/services/deployer"
 )
 
-// TestSkeletonRuns: the service starts on a JetStream server, provisions its
+// TestServiceRuns: the service starts on a JetStream server, provisions its
 // declared consumers, turns ready, and stops promptly and cleanly.
-func TestSkeletonRuns(t *testing.T) {
+func TestServiceRuns(t *testing.T) {
+	t.Parallel()
 	servicetest.Check(t, func(url string, deps service.Deps) (service.Runner, error) {
 		cfg := deployer.DefaultConfig()
 		cfg.NATSURL = url

@@ -6,12 +6,11 @@
 // emits model.evaluated with every gate and the verdict: blessed or
 // rejected.
 //
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// The evaluation batch is the newest validated batch outside the training
+// window (the scheduler keeps the newest batch out of it for this); each
+// model is scored with its own bundled feature set, and the event carries
+// everything the registry records: artifact, reference statistics, metrics,
+// schema and lineage.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/evaluator runs it alone.
@@ -22,8 +21,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
 )
 
 // Name is the service's name: its durable consumers (evaluator_<handler>), its
@@ -38,11 +42,9 @@ const DefaultHTTPAddr = "127.0.0.1:8086"
 const About = `Evaluator judges each trained candidate. On training.completed it scores the candidate and
 the current champion on the newest validated data, applies the pipeline's gates (absolute,
 and relative to the champion) and emits model.evaluated with every gate and the verdict:
-blessed or rejected.
-
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+blessed or rejected. The evaluation batch is the newest validated batch outside the
+training window (the newest of the window, in-sample, when there is none, and the reason
+says so).`
 
 // Config is the evaluator service's configuration.
 type Config struct {
@@ -54,7 +56,8 @@ func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTP
 
 // Service is the evaluator service.
 type Service struct {
-	rt *service.Runtime
+	rt        *service.Runtime
+	evaluator *Evaluator
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -68,7 +71,29 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	s := &Service{rt: rt, evaluator: NewEvaluator(store.NewLazy(deps.JS), rt.Publisher())}
+	decl := events.EventConsumer(Name, "training-completed", events.TrainingCompleted)
+	if err := rt.Router().Handle(decl, s.onTrainingCompleted); err != nil {
+		return nil, fmt.Errorf("%s: handler %s: %w", Name, decl.Durable(), err)
+	}
+	return s, nil
+}
+
+// onTrainingCompleted is the port of training.completed: it decodes the
+// candidate and has it evaluated.
+func (s *Service) onTrainingCompleted(ctx context.Context, ev event.Event) error {
+	msg := &gyrev1.TrainingCompleted{}
+	if err := events.Decode(ev, msg); err != nil {
+		return err
+	}
+	if err := events.ValidatePipeline(msg.GetPipeline()); err != nil {
+		return bus.Permanent(fmt.Errorf("%s %s: %w", ev.Type(), ev.ID(), err))
+	}
+	if msg.GetRequestId() == "" || msg.GetArtifact().GetKey() == "" {
+		return bus.Permanentf("%s %s: no request id or artifact", ev.Type(), ev.ID())
+	}
+	_, err := s.evaluator.Evaluate(ctx, Candidate{EventID: ev.ID(), Completed: msg})
+	return err
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then

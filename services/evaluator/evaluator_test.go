@@ -9,9 +9,9 @@ import (
 	"github.com/gyrehq/gyre/services/evaluator"
 )
 
-// TestSkeletonRuns: the service starts on a JetStream server, provisions its
+// TestServiceRuns: the service starts on a JetStream server, provisions its
 // declared consumers, turns ready, and stops promptly and cleanly.
-func TestSkeletonRuns(t *testing.T) {
+func TestServiceRuns(t *testing.T) {
 	servicetest.Check(t, func(url string, deps service.Deps) (service.Runner, error) {
 		cfg := evaluator.DefaultConfig()
 		cfg.NATSURL = url

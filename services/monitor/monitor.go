@@ -1,19 +1,16 @@
 // Package monitor is Gyre's monitor service.
 //
-// Monitor watches the deployed model's world. For every materialized batch
-// it measures per-feature drift against the champion's training reference
-// (psi, ks, wasserstein, jensenshannon or chisquare) and emits
-// drift.measured, and drift.detected when the pipeline's drift policy is
-// crossed; from prediction.logged and label.received it tracks live accuracy
-// and emits performance.degraded when it falls under policy; model.promoted
-// tells it which reference to use.
-//
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// Monitor watches the deployed model's world. On model.promoted it builds
+// the champion's drift reference from the batches of its training window
+// (one reference per raw feature column) and keeps it, with the champion's
+// evaluation accuracy as the baseline, in gyre-state (monitor.<pipeline>).
+// For every materialised batch it measures per-feature drift against that
+// reference with the pipeline's method (psi, ks, wasserstein,
+// jensenshannon or chisquare) and emits drift.measured, and drift.detected
+// when the drift policy is crossed and the cooldown allows; it joins
+// prediction.logged with label.received into live accuracy per model
+// version and emits performance.degraded when the champion's falls under
+// its baseline by more than drift.accuracyDrop.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/monitor runs it alone.
@@ -21,11 +18,16 @@ package monitor
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
+	"github.com/gyrehq/gyre/services/monitor/internal/monitoring"
 )
 
 // Name is the service's name: its durable consumers (monitor_<handler>), its
@@ -37,28 +39,68 @@ const Name = events.ServiceMonitor
 const DefaultHTTPAddr = "127.0.0.1:8084"
 
 // About says what the service does in the loop; it opens the command's help.
-const About = `Monitor watches the deployed model's world. For every materialized batch it measures
-per-feature drift against the champion's training reference (psi, ks, wasserstein,
-jensenshannon or chisquare) and emits drift.measured, and drift.detected when the
-pipeline's drift policy is crossed; from prediction.logged and label.received it tracks
-live accuracy and emits performance.degraded when it falls under policy; model.promoted
-tells it which reference to use.
-
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+const About = `Monitor watches the deployed model's world. On model.promoted it builds the champion's
+drift reference from the batches of its training window and keeps it, with the champion's
+evaluation accuracy as baseline, in gyre-state (monitor.<pipeline>). For every materialized
+batch it measures per-feature drift against that reference (psi, ks, wasserstein,
+jensenshannon or chisquare) and emits drift.measured, and drift.detected when the pipeline's
+drift policy is crossed and its cooldown allows; it joins prediction.logged with
+label.received into live accuracy per model version and emits performance.degraded when
+the champion's falls under its baseline by more than drift.accuracyDrop.`
 
 // Config is the monitor service's configuration.
 type Config struct {
 	service.Config
+	// MaxPendingPredictions bounds the logged predictions remembered per
+	// pipeline while they wait for labels.
+	MaxPendingPredictions int
+	// MaxPendingLabels bounds the labels remembered per pipeline while
+	// they wait for their predictions.
+	MaxPendingLabels int
 }
 
+// Environment variables of the monitor's own settings.
+const (
+	EnvMaxPendingPredictions = "GYRE_MONITOR_MAX_PENDING_PREDICTIONS"
+	EnvMaxPendingLabels      = "GYRE_MONITOR_MAX_PENDING_LABELS"
+)
+
 // DefaultConfig returns the configuration with every default.
-func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTPAddr)} }
+func DefaultConfig() Config {
+	return Config{
+		Config:                service.Defaults(DefaultHTTPAddr),
+		MaxPendingPredictions: monitoring.DefaultMaxPredictions,
+		MaxPendingLabels:      monitoring.DefaultMaxLabels,
+	}
+}
+
+// RegisterFlags registers the shared flags and the monitor's own.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Config.RegisterFlags(fs)
+	c.IntFlag(fs, &c.MaxPendingPredictions, "max-pending-predictions", EnvMaxPendingPredictions, c.MaxPendingPredictions,
+		"logged predictions remembered per pipeline while they wait for labels")
+	c.IntFlag(fs, &c.MaxPendingLabels, "max-pending-labels", EnvMaxPendingLabels, c.MaxPendingLabels,
+		"labels remembered per pipeline while they wait for their predictions")
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.MaxPendingPredictions <= 0 {
+		errs = append(errs, &service.FieldError{Flag: "max-pending-predictions", Env: EnvMaxPendingPredictions,
+			Value: fmt.Sprint(c.MaxPendingPredictions), Reason: "must be positive"})
+	}
+	if c.MaxPendingLabels <= 0 {
+		errs = append(errs, &service.FieldError{Flag: "max-pending-labels", Env: EnvMaxPendingLabels,
+			Value: fmt.Sprint(c.MaxPendingLabels), Reason: "must be positive"})
+	}
+	return errors.Join(errs...)
+}
 
 // Service is the monitor service.
 type Service struct {
-	rt *service.Runtime
+	rt  *service.Runtime
+	app *monitoring.Monitor
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -72,7 +114,19 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	st := stores{lazy: store.NewLazy(deps.JS)}
+	s := &Service{
+		rt: rt,
+		app: monitoring.New(st, st, st, st, monitoring.Options{
+			MaxPredictions: cfg.MaxPendingPredictions,
+			MaxLabels:      cfg.MaxPendingLabels,
+			LoggerFrom:     bus.Logger,
+		}),
+	}
+	if err := s.register(); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	return s, nil
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then

@@ -1,20 +1,223 @@
 package monitor_test
 
 import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bundle"
+	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/drift"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/service/servicetest"
+	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/services/monitor"
+	"github.com/gyrehq/gyre/services/monitor/internal/monitoring"
 )
 
-// TestSkeletonRuns: the service starts on a JetStream server, provisions its
+// TestServiceRuns: the service starts on a JetStream server, provisions its
 // declared consumers, turns ready, and stops promptly and cleanly.
-func TestSkeletonRuns(t *testing.T) {
+func TestServiceRuns(t *testing.T) {
+	t.Parallel()
 	servicetest.Check(t, func(url string, deps service.Deps) (service.Runner, error) {
 		cfg := monitor.DefaultConfig()
 		cfg.NATSURL = url
 		return monitor.New(cfg, deps)
 	}, events.ServiceConsumers()[monitor.Name])
+}
+
+// spec is a pipeline with a numeric and a categorical feature; minRows,
+// accuracyDrop and cooldown come from the test.
+func spec(name string, minRows int, cooldown int) string {
+	return fmt.Sprintf(`apiVersion: gyre.dev/v1
+kind: Pipeline
+metadata: {name: %s}
+spec:
+  dataset:
+    label: y
+    schema:
+      - {name: x, type: float}
+      - {name: c, type: category}
+      - {name: y, type: category}
+  drift: {method: psi, threshold: 0.2, shareOfFeatures: 0.3, minRows: %d, accuracyDrop: 0.05, cooldownBatches: %d}
+`, name, minRows, cooldown)
+}
+
+var cats = []string{"a", "b", "c"}
+
+// promote stores a reference window of batches drawn from x ~ N(0, 1) and
+// promotes version 1 trained on it with the given accuracy.
+func promote(h *harness, name string, r *rand.Rand, accuracy float64) []string {
+	var ids []string
+	for i := range 2 {
+		id := fmt.Sprintf("ref-%d", i+1)
+		h.addBatch(name, id, batchCSV(r, 800, 0, cats))
+		ids = append(ids, id)
+	}
+	h.publish(name, &gyrev1.ModelPromoted{
+		Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "blessed",
+		Metrics: map[string]float64{"accuracy": accuracy},
+		Lineage: &gyrev1.Lineage{BatchIds: ids, FeatureSetVersion: "fs1"},
+	}, "")
+	waitFor(h.t, "reference of v1", 20*time.Second, func() bool {
+		st := h.state(name)
+		return st.Reference != nil && st.Reference.ModelVersion == 1
+	})
+	return ids
+}
+
+// TestPromotionSetsTheReference: the trainer's stored window statistics
+// when the promotion names them, else statistics built from the window's
+// batches (also when the named object is gone).
+func TestPromotionSetsTheReference(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		stored    bool // the trainer's statistics exist
+		named     bool // the promotion names them
+		wantRows  int64
+		wantKinds map[string]string
+	}{
+		{name: "from batches", wantRows: 1600, wantKinds: map[string]string{"x": "numeric", "c": "categorical"}},
+		{name: "from stored statistics", stored: true, named: true, wantRows: 77, wantKinds: map[string]string{"x": "numeric"}},
+		{name: "stored statistics gone", named: true, wantRows: 1600, wantKinds: map[string]string{"x": "numeric", "c": "categorical"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t)
+			name := "ref-" + strings.ReplaceAll(tc.name, " ", "-")
+			h.apply(spec(name, 200, 2))
+			r := rand.New(rand.NewPCG(1, 1))
+			ids := []string{"b1", "b2"}
+			for _, id := range ids {
+				h.addBatch(name, id, batchCSV(r, 800, 0, cats))
+			}
+			key := bundle.ReferenceKey(name, "req-1")
+			if tc.stored {
+				x, err := drift.NewReference([]float64{1, 2, 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, err := bundle.MarshalReference(&bundle.Reference{Format: bundle.ReferenceFormat, Pipeline: name,
+					RequestID: "req-1", BatchIDs: ids, Rows: 77, Features: map[string]drift.Reference{"x": x}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := store.PutObject(context.Background(), h.b.Models, key, bundle.ReferenceMediaType, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			promoted := &gyrev1.ModelPromoted{
+				Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "blessed",
+				Metrics: map[string]float64{"accuracy": 0.8}, Lineage: &gyrev1.Lineage{BatchIds: ids},
+			}
+			if tc.named {
+				promoted.Reference = &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: key}
+			}
+			h.publish(name, promoted, "")
+			var ref *monitoring.Reference
+			waitFor(t, "reference of v1", 20*time.Second, func() bool {
+				ref = h.state(name).Reference
+				return ref != nil
+			})
+			if got, want := fmt.Sprint(ref.BatchIDs), fmt.Sprint(ids); got != want {
+				t.Errorf("reference batches = %s, want %s", got, want)
+			}
+			if ref.ModelVersion != 1 || ref.Rows != tc.wantRows || ref.BaselineAccuracy == nil || *ref.BaselineAccuracy != 0.8 {
+				t.Errorf("reference v%d of %d rows, baseline %v; want v1, %d rows, 0.8", ref.ModelVersion, ref.Rows, ref.BaselineAccuracy, tc.wantRows)
+			}
+			kinds := map[string]string{}
+			for f, fr := range ref.Features {
+				kinds[f] = string(fr.Kind)
+			}
+			if fmt.Sprint(kinds) != fmt.Sprint(tc.wantKinds) {
+				t.Errorf("reference features %v, want %v", kinds, tc.wantKinds)
+			}
+		})
+	}
+}
+
+// TestNoReferenceStillMeasures: before any champion a batch is reported
+// with no features and reference version 0.
+func TestNoReferenceStillMeasures(t *testing.T) {
+	t.Parallel()
+	h := start(t)
+	h.apply(spec("noref", 200, 2))
+	r := rand.New(rand.NewPCG(2, 2))
+	key := h.addBatch("noref", "b1", batchCSV(r, 300, 0, cats))
+	h.materialize("noref", "b1", key, 300)
+	m := decodeAs(t, h.waitEmitted("noref", events.DriftMeasured, 1)[0], &gyrev1.DriftMeasured{})
+	if m.ReferenceModelVersion != 0 || len(m.Features) != 0 || m.Drifted || m.BatchId != "b1" || m.Rows != 300 {
+		t.Errorf("drift.measured = %v, want batch b1, 300 rows, reference 0, no features", m)
+	}
+}
+
+func TestDrift(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name         string
+		shift        float64
+		batches      int
+		wantDetected []int // indices of the batches whose drift is emitted
+	}{
+		// Same distribution: measured, never detected.
+		{name: "same", shift: 0, batches: 3},
+		// Shifted every time; cooldown 2 lets the 1st and 3rd through.
+		{name: "shift", shift: 2, batches: 4, wantDetected: []int{0, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := start(t)
+			name := "drift-" + tc.name
+			h.apply(spec(name, 200, 2))
+			r := rand.New(rand.NewPCG(3, 3))
+			promote(h, name, r, 0.8)
+			var ids []string
+			for i := range tc.batches {
+				id := fmt.Sprintf("cur-%d", i+1)
+				key := h.addBatch(name, id, batchCSV(r, 600, tc.shift, cats))
+				h.materialize(name, id, key, 600)
+				ids = append(ids, id)
+				// Wait for each batch so that the cooldown sees them in order.
+				h.waitEmitted(name, events.DriftMeasured, i+1)
+				if i == 0 {
+					// The same batch again (a producer's retry, another
+					// event id): the monitor's events have deterministic
+					// ids, so the stream keeps one of each.
+					h.materialize(name, id, key, 600)
+				}
+			}
+			measured := h.waitEmitted(name, events.DriftMeasured, tc.batches)
+			if len(measured) != tc.batches {
+				t.Fatalf("%d drift.measured, want %d", len(measured), tc.batches)
+			}
+			for i, ev := range measured {
+				m := decodeAs(t, ev, &gyrev1.DriftMeasured{})
+				if m.ReferenceModelVersion != 1 || len(m.Features) != 2 || m.BatchId != ids[i] {
+					t.Errorf("measured[%d] = %v, want batch %s against v1 with 2 features", i, m, ids[i])
+				}
+				if m.Drifted != (tc.shift != 0) {
+					t.Errorf("measured[%d].drifted = %v, want %v (%v)", i, m.Drifted, tc.shift != 0, m.Features)
+				}
+				if got := bus.Ext(ev, bus.ExtModelVersion); got != "1" {
+					t.Errorf("measured[%d] modelversion = %q, want 1", i, got)
+				}
+			}
+			detected := h.emitted(name, events.DriftDetected)
+			if len(detected) != len(tc.wantDetected) {
+				t.Fatalf("%d drift.detected, want %d", len(detected), len(tc.wantDetected))
+			}
+			for k, i := range tc.wantDetected {
+				d := decodeAs(t, detected[k], &gyrev1.DriftDetected{})
+				if d.BatchId != ids[i] || fmt.Sprint(d.DriftedFeatures) != "[x]" || d.ReferenceModelVersion != 1 {
+					t.Errorf("detected[%d] = %v, want batch %s with drifted [x]", k, d, ids[i])
+				}
+			}
+		})
+	}
 }

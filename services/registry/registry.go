@@ -6,12 +6,12 @@
 // the verdict is blessed it moves the pipeline's champion alias and emits
 // model.promoted.
 //
-// The loop logic arrives with issue #3. Until then this package is a
-// skeleton, and honest about it: the service connects, provisions its
-// topology (every stream and bucket, and its own durable consumers), and
-// reports health, readiness and metrics, but it registers no message
-// handler, so the events it will consume wait in its durable consumers
-// rather than being taken and dropped.
+// Versions are numbered from 1 per pipeline and registration is idempotent
+// per training request, so a redelivered model.evaluated never makes a
+// second version. Its HTTP API reads versions and lineage and moves the
+// champion by hand (promote, rollback); the Registrar that does so is
+// exported so that the CLI (gyre promote, gyre rollback) has the same
+// effects without finding the service's address.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/registry runs it alone.
@@ -22,8 +22,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
 )
 
 // Name is the service's name: its durable consumers (registry_<handler>), its
@@ -38,11 +43,14 @@ const DefaultHTTPAddr = "127.0.0.1:8087"
 const About = `Registry is the record of models. On model.evaluated it records the version — metrics,
 gates, lineage back to its datasets and the events that caused it — in the gyre-registry
 bucket and emits model.registered; when the verdict is blessed it moves the pipeline's
-champion alias and emits model.promoted.
+champion alias (its champion becomes previous) and emits model.promoted.
 
-Status: a skeleton until issue #3. It connects, provisions its topology and reports
-health and readiness, but handles no event yet: what it will consume waits in its
-durable consumers.`
+HTTP API:
+  GET  /v1/pipelines/{pipeline}/models               versions, newest first, and aliases
+  GET  /v1/pipelines/{pipeline}/models/{version}     one version (a number or an alias)
+  GET  /v1/pipelines/{pipeline}/lineage?version=N    where a version comes from (default: champion)
+  POST /v1/pipelines/{pipeline}/promote {"version":N} make N champion (model.promoted, reason manual)
+  POST /v1/pipelines/{pipeline}/rollback             champion back to previous (reason rollback)`
 
 // Config is the registry service's configuration.
 type Config struct {
@@ -54,7 +62,8 @@ func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTP
 
 // Service is the registry service.
 type Service struct {
-	rt *service.Runtime
+	rt      *service.Runtime
+	buckets *store.Lazy
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -68,14 +77,65 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{rt: rt}, nil
+	s := &Service{rt: rt, buckets: store.NewLazy(deps.JS)}
+	decl := events.EventConsumer(Name, "model-evaluated", events.ModelEvaluated)
+	if err := rt.Router().Handle(decl, s.onModelEvaluated); err != nil {
+		return nil, fmt.Errorf("%s: handler %s: %w", Name, decl.Durable(), err)
+	}
+	routes := map[string]http.HandlerFunc{
+		"GET /v1/pipelines/{pipeline}/models":           s.serveModels,
+		"GET /v1/pipelines/{pipeline}/models/{version}": s.serveModel,
+		"GET /v1/pipelines/{pipeline}/lineage":          s.serveLineage,
+		"POST /v1/pipelines/{pipeline}/promote":         s.servePromote,
+		"POST /v1/pipelines/{pipeline}/rollback":        s.serveRollback,
+	}
+	for pattern, h := range routes {
+		if err := rt.Handle(pattern, h); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// registrar returns the registry's application over the gyre-registry
+// bucket (opened on first use: it is provisioned by Run).
+func (s *Service) registrar(ctx context.Context) (*Registrar, error) {
+	b, err := s.buckets.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return NewRegistrar(b.Registry, s.rt.Publisher()), nil
+}
+
+// onModelEvaluated is the port of model.evaluated: it decodes the
+// evaluation and has it registered.
+func (s *Service) onModelEvaluated(ctx context.Context, ev event.Event) error {
+	msg := &gyrev1.ModelEvaluated{}
+	if err := events.Decode(ev, msg); err != nil {
+		return err
+	}
+	if err := events.ValidatePipeline(msg.GetPipeline()); err != nil {
+		return bus.Permanent(fmt.Errorf("%s %s: %w", ev.Type(), ev.ID(), err))
+	}
+	if msg.GetRequestId() == "" || msg.GetCandidateArtifact().GetKey() == "" {
+		return bus.Permanentf("%s %s: no request id or candidate artifact", ev.Type(), ev.ID())
+	}
+	r, err := s.registrar(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = r.Register(ctx, Evaluation{
+		EventID: ev.ID(), CorrelationID: bus.Ext(ev, bus.ExtCorrelationID), CausationID: bus.Ext(ev, bus.ExtCausationID),
+		Evaluated: msg,
+	})
+	return err
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then
 // drains; it returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
 
-// Handler serves GET /healthz, /readyz and /metrics.
+// Handler serves GET /healthz, /readyz, /metrics and the registry API.
 func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 
 // Name returns the service's name.

@@ -10,9 +10,9 @@ import (
 	"github.com/gyrehq/gyre/services/trainer"
 )
 
-// TestSkeletonRuns: the service starts on a JetStream server, provisions its
+// TestServiceRuns: the service starts on a JetStream server, provisions its
 // declared consumers, turns ready, and stops promptly and cleanly.
-func TestSkeletonRuns(t *testing.T) {
+func TestServiceRuns(t *testing.T) {
 	servicetest.Check(t, func(url string, deps service.Deps) (service.Runner, error) {
 		cfg := trainer.DefaultConfig()
 		cfg.NATSURL = url

@@ -1,0 +1,301 @@
+// Package models is the contract of the model registry's state: the JSON
+// record the registry service keeps per pipeline in the gyre-registry bucket
+// (key = the pipeline name), and the reads other parts of Gyre make of it —
+// the trainer asks whether a champion exists, the evaluator loads it, the
+// CLI lists versions and their lineage.
+//
+// Only the registry service writes the record (compare-and-set, see
+// services/registry); everyone else reads it through Get.
+package models
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/store"
+)
+
+// Aliases a version can hold.
+const (
+	// AliasChampion names the version that serves: what the deployer rolls
+	// out and the monitor measures drift against.
+	AliasChampion = "champion"
+	// AliasPrevious names the champion before the current one: what a
+	// rollback returns to.
+	AliasPrevious = "previous"
+)
+
+// Verdicts of an evaluation.
+const (
+	VerdictBlessed  = "blessed"
+	VerdictRejected = "rejected"
+)
+
+// Reasons of an alias move (ModelPromoted.reason).
+const (
+	ReasonBlessed  = "blessed"
+	ReasonManual   = "manual"
+	ReasonRollback = "rollback"
+)
+
+// Registry is the record of one pipeline's models: the value of key
+// <pipeline> in the gyre-registry bucket.
+type Registry struct {
+	Pipeline string `json:"pipeline"`
+	// Versions are every registered version, oldest first; Version numbers
+	// run from 1 without gaps.
+	Versions []Version `json:"versions"`
+	// Aliases map an alias (champion, previous) to a version.
+	Aliases map[string]int64 `json:"aliases,omitempty"`
+	// Requests map a training request id to the version registered for it:
+	// what makes registration idempotent.
+	Requests map[string]int64 `json:"requests,omitempty"`
+	// Moves are the alias moves, oldest first (the newest MaxMoves).
+	Moves []Move `json:"moves,omitempty"`
+	// MoveSeq numbers the moves from 1; it keys model.promoted event ids.
+	MoveSeq   int64     `json:"moveSeq,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// MaxMoves bounds the alias history kept in a record.
+const MaxMoves = 200
+
+// Version is one registered model.
+type Version struct {
+	Version   int64  `json:"version"`
+	RequestID string `json:"requestId"`
+	JobID     string `json:"jobId,omitempty"`
+	// Verdict is blessed or rejected; Reason is the evaluator's summary.
+	Verdict   string         `json:"verdict"`
+	Reason    string         `json:"reason,omitempty"`
+	Algorithm string         `json:"algorithm"`
+	Params    map[string]any `json:"params,omitempty"`
+	// Metrics are the evaluation metrics on EvalBatchID (the monitor's
+	// baseline accuracy is Metrics["accuracy"]).
+	Metrics         map[string]float64 `json:"metrics,omitempty"`
+	TrainingMetrics map[string]float64 `json:"trainingMetrics,omitempty"`
+	// ChampionVersion is the champion the candidate was compared with (0:
+	// none) and ChampionMetrics its metrics on the same batch.
+	ChampionVersion int64              `json:"championVersion,omitempty"`
+	ChampionMetrics map[string]float64 `json:"championMetrics,omitempty"`
+	Gates           []Gate             `json:"gates,omitempty"`
+	EvalBatchID     string             `json:"evalBatchId,omitempty"`
+	EvalRows        int64              `json:"evalRows,omitempty"`
+	// Artifact is the bundle (gyre-models <pipeline>/<requestId>.bundle);
+	// Reference the training window's statistics
+	// (<pipeline>/<requestId>.reference.json).
+	Artifact  Object    `json:"artifact"`
+	Reference *Object   `json:"reference,omitempty"`
+	Schema    Schema    `json:"schema"`
+	Lineage   Lineage   `json:"lineage"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Gate is the outcome of one evaluation gate.
+type Gate struct {
+	Metric        string  `json:"metric"`
+	Kind          string  `json:"kind"`
+	Value         float64 `json:"value"`
+	Threshold     float64 `json:"threshold"`
+	ChampionValue float64 `json:"championValue,omitempty"`
+	Passed        bool    `json:"passed"`
+	Message       string  `json:"message,omitempty"`
+}
+
+// Object points at an object store object.
+type Object struct {
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	URI       string `json:"uri,omitempty"`
+	Sha256    string `json:"sha256,omitempty"`
+	SizeBytes int64  `json:"sizeBytes,omitempty"`
+	MediaType string `json:"mediaType,omitempty"`
+}
+
+// Schema is what a model takes and returns.
+type Schema struct {
+	Features []string `json:"features,omitempty"`
+	Label    string   `json:"label,omitempty"`
+	Classes  []string `json:"classes,omitempty"`
+	Task     string   `json:"task,omitempty"`
+}
+
+// Lineage is where a version comes from: its data, its training request and
+// the cascade of events that produced it.
+type Lineage struct {
+	BatchIDs          []string `json:"batchIds,omitempty"`
+	FeatureSetVersion string   `json:"featureSetVersion,omitempty"`
+	DatasetVersion    string   `json:"datasetVersion,omitempty"`
+	TrainingRequestID string   `json:"trainingRequestId,omitempty"`
+	TrainingJobID     string   `json:"trainingJobId,omitempty"`
+	PipelineRevision  int64    `json:"pipelineRevision,omitempty"`
+	// Reason is why training was requested: bootstrap, drift, performance, manual.
+	Reason string `json:"reason,omitempty"`
+	// EventIDs are the CloudEvents ids of the chain, oldest first: the
+	// trigger, training.requested, training.completed, model.evaluated,
+	// model.registered.
+	EventIDs []string `json:"eventIds,omitempty"`
+	// CorrelationID names the cascade; CausationID is the event that caused
+	// the registration (model.evaluated's causation: training.completed).
+	CorrelationID string `json:"correlationId,omitempty"`
+	CausationID   string `json:"causationId,omitempty"`
+}
+
+// Move is one alias move.
+type Move struct {
+	Seq      int64     `json:"seq"`
+	Alias    string    `json:"alias"`
+	Version  int64     `json:"version"`
+	Previous int64     `json:"previous,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+	// EventID is the model.promoted event of the move.
+	EventID string `json:"eventId,omitempty"`
+	// RequestID is the training request whose registration made the move
+	// (automatic promotions only).
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// Get reads a pipeline's record; found is false when the pipeline has no
+// model yet (the record returned is then empty, not nil).
+func Get(ctx context.Context, kv jetstream.KeyValue, pipeline string) (rec *Registry, rev uint64, found bool, err error) {
+	if err := events.ValidatePipeline(pipeline); err != nil {
+		return nil, 0, false, &store.NotFoundError{What: fmt.Sprintf("pipeline %q (%v)", pipeline, err)}
+	}
+	r, rev, found, err := store.GetJSON[Registry](ctx, kv, pipeline)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if !found {
+		r.Pipeline = pipeline
+	}
+	return &r, rev, found, nil
+}
+
+// Pipelines lists the pipelines that have a record, sorted.
+func Pipelines(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kv %s list keys: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []string
+	for k := range lister.Keys() {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Version returns version n.
+func (r *Registry) Version(n int64) (*Version, bool) {
+	i, ok := slices.BinarySearchFunc(r.Versions, n, func(v Version, n int64) int {
+		switch {
+		case v.Version < n:
+			return -1
+		case v.Version > n:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return nil, false
+	}
+	return &r.Versions[i], true
+}
+
+// Alias returns the version an alias points to.
+func (r *Registry) Alias(alias string) (*Version, bool) {
+	n, ok := r.Aliases[alias]
+	if !ok || n == 0 {
+		return nil, false
+	}
+	return r.Version(n)
+}
+
+// Champion returns the champion version, if any.
+func (r *Registry) Champion() (*Version, bool) { return r.Alias(AliasChampion) }
+
+// Latest returns the newest version, if any.
+func (r *Registry) Latest() (*Version, bool) {
+	if len(r.Versions) == 0 {
+		return nil, false
+	}
+	return &r.Versions[len(r.Versions)-1], true
+}
+
+// AliasesOf returns the aliases pointing at version n, sorted.
+func (r *Registry) AliasesOf(n int64) []string {
+	var out []string
+	for a, v := range r.Aliases {
+		if v == n {
+			out = append(out, a)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ObjectFromProto converts an object reference of an event.
+func ObjectFromProto(o *gyrev1.ObjectRef) Object {
+	return Object{
+		Bucket: o.GetBucket(), Key: o.GetKey(), URI: o.GetUri(), Sha256: o.GetSha256(),
+		SizeBytes: o.GetSizeBytes(), MediaType: o.GetMediaType(),
+	}
+}
+
+// Proto converts the reference for an event.
+func (o Object) Proto() *gyrev1.ObjectRef {
+	return &gyrev1.ObjectRef{
+		Bucket: o.Bucket, Key: o.Key, Uri: o.URI, Sha256: o.Sha256, SizeBytes: o.SizeBytes, MediaType: o.MediaType,
+	}
+}
+
+// SchemaFromProto converts a model schema of an event.
+func SchemaFromProto(s *gyrev1.ModelSchema) Schema {
+	return Schema{
+		Features: slices.Clone(s.GetFeatures()), Label: s.GetLabel(),
+		Classes: slices.Clone(s.GetClasses()), Task: s.GetTask(),
+	}
+}
+
+// Proto converts the schema for an event.
+func (s Schema) Proto() *gyrev1.ModelSchema {
+	return &gyrev1.ModelSchema{Features: slices.Clone(s.Features), Label: s.Label, Classes: slices.Clone(s.Classes), Task: s.Task}
+}
+
+// LineageFromProto converts the lineage of an event (correlation and
+// causation come from the event's extensions, not its payload).
+func LineageFromProto(l *gyrev1.Lineage) Lineage {
+	return Lineage{
+		BatchIDs: slices.Clone(l.GetBatchIds()), FeatureSetVersion: l.GetFeatureSetVersion(),
+		DatasetVersion: l.GetDatasetVersion(), TrainingRequestID: l.GetTrainingRequestId(),
+		TrainingJobID: l.GetTrainingJobId(), PipelineRevision: l.GetPipelineRevision(),
+		Reason: l.GetReason(), EventIDs: slices.Clone(l.GetEventIds()),
+	}
+}
+
+// Proto converts the lineage for an event.
+func (l Lineage) Proto() *gyrev1.Lineage {
+	return &gyrev1.Lineage{
+		BatchIds: slices.Clone(l.BatchIDs), FeatureSetVersion: l.FeatureSetVersion,
+		DatasetVersion: l.DatasetVersion, TrainingRequestId: l.TrainingRequestID,
+		TrainingJobId: l.TrainingJobID, PipelineRevision: l.PipelineRevision,
+		Reason: l.Reason, EventIds: slices.Clone(l.EventIDs),
+	}
+}
+
+// GateFromProto converts a gate outcome of an event.
+func GateFromProto(g *gyrev1.Gate) Gate {
+	return Gate{
+		Metric: g.GetMetric(), Kind: g.GetKind(), Value: g.GetValue(), Threshold: g.GetThreshold(),
+		ChampionValue: g.GetChampionValue(), Passed: g.GetPassed(), Message: g.GetMessage(),
+	}
+}

@@ -1,0 +1,97 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/services/deployer/internal/serving"
+)
+
+// Handler names: the durable consumers deployer_<handler> declared in events.
+const (
+	handlerPromoted = "model-promoted"
+	handlerLabels   = "label-received"
+)
+
+// championAlias is the registry alias of the model that serves.
+const championAlias = "champion"
+
+// register binds each declared consumer of the service to its handler.
+func (s *Service) register() error {
+	handlers := map[string]bus.Handler{
+		handlerPromoted: s.onPromoted,
+		handlerLabels:   s.onLabels,
+	}
+	for _, decl := range events.ServiceConsumers()[Name] {
+		h, ok := handlers[decl.Handler]
+		if !ok {
+			return fmt.Errorf("consumer %s has no handler", decl.Durable())
+		}
+		if err := s.rt.Router().Handle(decl, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decode reads and validates an event's payload; both failures are permanent.
+func decode(ev event.Event, msg proto.Message) error {
+	if err := events.Decode(ev, msg); err != nil {
+		return err
+	}
+	return events.Validate(msg)
+}
+
+// onPromoted rolls the promoted version out.
+func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
+	var m gyrev1.ModelPromoted
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	// Only the champion serves and is the drift reference; other aliases
+	// moving concern neither.
+	if a := m.GetAlias(); a != "" && a != championAlias {
+		return nil
+	}
+	art := m.GetArtifact()
+	if art.GetKey() == "" {
+		return bus.Permanentf("model.promoted of %s v%d: artifact: no bundle key", m.GetPipeline(), m.GetModelVersion())
+	}
+	if m.GetModelVersion() <= 0 {
+		return bus.Permanentf("model.promoted of %s: modelVersion: %d, want a version >= 1", m.GetPipeline(), m.GetModelVersion())
+	}
+	c := bus.CauseOf(ev)
+	return s.app.Promote(ctx, serving.Promotion{
+		Cause:    serving.Cause{ID: c.ID, Type: c.Type, CorrelationID: c.CorrelationID, Pipeline: c.Pipeline},
+		Pipeline: m.GetPipeline(),
+		// One deployment per promotion event: a redelivery is the same
+		// deployment, with the same events.
+		DeploymentID: bus.StableID("deployment", m.GetPipeline(), ev.ID()),
+		Version:      m.GetModelVersion(),
+		Artifact:     serving.Artifact{Bucket: art.GetBucket(), Key: art.GetKey(), Sha256: art.GetSha256()},
+		Metrics:      m.GetMetrics(),
+		Reason:       m.GetReason(),
+	})
+}
+
+// onLabels counts labels of a canary's predictions towards its judgement.
+func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
+	var m gyrev1.LabelReceived
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	labels := make([]serving.Label, len(m.GetLabels()))
+	for i, l := range m.GetLabels() {
+		labels[i] = serving.Label{PredictionID: l.GetPredictionId(), Value: l.GetValue()}
+	}
+	if n := s.app.Labels(m.GetPipeline(), labels); n > 0 {
+		bus.Logger(ctx).Debug("canary labels counted", "pipeline", m.GetPipeline(), "labels", n)
+	}
+	return nil
+}

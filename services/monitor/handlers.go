@@ -1,0 +1,179 @@
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/services/monitor/internal/monitoring"
+)
+
+// Handler names: the durable consumers monitor_<handler> declared in events.
+const (
+	handlerMaterialized = "features-materialized"
+	handlerPredictions  = "prediction-logged"
+	handlerLabels       = "label-received"
+	handlerPromoted     = "model-promoted"
+)
+
+// championAlias is the registry alias of the model that serves.
+const championAlias = "champion"
+
+// register binds each declared consumer of the service to its handler.
+func (s *Service) register() error {
+	handlers := map[string]bus.Handler{
+		handlerMaterialized: s.onMaterialized,
+		handlerPredictions:  s.onPredictions,
+		handlerLabels:       s.onLabels,
+		handlerPromoted:     s.onPromoted,
+	}
+	for _, decl := range events.ServiceConsumers()[Name] {
+		h, ok := handlers[decl.Handler]
+		if !ok {
+			return fmt.Errorf("consumer %s has no handler", decl.Durable())
+		}
+		if err := s.rt.Router().Handle(decl, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decode reads and validates an event's payload; both failures are permanent.
+func decode(ev event.Event, msg proto.Message) error {
+	if err := events.Decode(ev, msg); err != nil {
+		return err
+	}
+	return events.Validate(msg)
+}
+
+// onPromoted: the new champion's training window becomes the reference.
+func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
+	var m gyrev1.ModelPromoted
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	// Only the champion serves and is the drift reference; other aliases
+	// moving concern neither.
+	if a := m.GetAlias(); a != "" && a != championAlias {
+		return nil
+	}
+	refKey := ""
+	if r := m.GetReference(); r.GetKey() != "" && (r.GetBucket() == "" || r.GetBucket() == events.ObjectModels) {
+		refKey = r.GetKey()
+	}
+	return s.app.Promote(ctx, monitoring.Promotion{
+		EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(),
+		ReferenceKey:      refKey,
+		BatchIDs:          m.GetLineage().GetBatchIds(),
+		FeatureSetVersion: m.GetLineage().GetFeatureSetVersion(),
+		Metrics:           m.GetMetrics(),
+	})
+}
+
+// onMaterialized: measure the batch's drift; drift.measured always,
+// drift.detected when the policy and the cooldown say so.
+func (s *Service) onMaterialized(ctx context.Context, ev event.Event) error {
+	var m gyrev1.FeaturesMaterialized
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	if m.GetSource().GetKey() == "" {
+		return bus.Permanentf("features.materialized of batch %q: source: no raw batch object", m.GetBatchId())
+	}
+	out, err := s.app.MeasureBatch(ctx, monitoring.Materialized{
+		EventID: ev.ID(), Pipeline: m.GetPipeline(), BatchID: m.GetBatchId(),
+		FeatureSetVersion: m.GetFeatureSetVersion(), SourceKey: m.GetSource().GetKey(), Rows: m.GetRows(),
+	})
+	if err != nil {
+		return err
+	}
+	version := strconv.FormatInt(out.ReferenceVersion, 10)
+	if err := s.emit(ctx, m.GetPipeline(), out.Measured, out.ReferenceVersion,
+		events.DriftMeasured, m.GetPipeline(), m.GetBatchId(), version); err != nil {
+		return err
+	}
+	if out.Detected != nil {
+		if err := s.emit(ctx, m.GetPipeline(), out.Detected, out.ReferenceVersion,
+			events.DriftDetected, m.GetPipeline(), m.GetBatchId(), version); err != nil {
+			return err
+		}
+		bus.Logger(ctx).Info("drift detected", "pipeline", m.GetPipeline(), "batch_id", m.GetBatchId(),
+			"reference_model_version", out.ReferenceVersion, "drifted_features", out.Detected.GetDriftedFeatures())
+	}
+	return nil
+}
+
+// onPredictions: remember sampled predictions until their labels come.
+func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
+	var m gyrev1.PredictionLogged
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	rows := make([]monitoring.Prediction, 0, len(m.GetRows()))
+	for _, r := range m.GetRows() {
+		rows = append(rows, monitoring.Prediction{ID: r.GetPredictionId(), Output: r.GetOutput()})
+	}
+	d, err := s.app.LogPredictions(ctx, monitoring.PredictionLog{
+		EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(), Rows: rows,
+	})
+	if err != nil {
+		return err
+	}
+	return s.emitDegraded(ctx, ev, d)
+}
+
+// onLabels: count the labelled predictions into live accuracy.
+func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
+	var m gyrev1.LabelReceived
+	if err := decode(ev, &m); err != nil {
+		return err
+	}
+	labels := make([]monitoring.Label, 0, len(m.GetLabels()))
+	for _, l := range m.GetLabels() {
+		labels = append(labels, monitoring.Label{PredictionID: l.GetPredictionId(), Value: l.GetValue()})
+	}
+	d, err := s.app.ReceiveLabels(ctx, monitoring.Labels{EventID: ev.ID(), Pipeline: m.GetPipeline(), Labels: labels})
+	if err != nil {
+		return err
+	}
+	return s.emitDegraded(ctx, ev, d)
+}
+
+func (s *Service) emitDegraded(ctx context.Context, cause event.Event, d *gyrev1.PerformanceDegraded) error {
+	if d == nil {
+		return nil
+	}
+	// One emission per causing event: its id names the emission.
+	if err := s.emit(ctx, d.GetPipeline(), d, d.GetModelVersion(),
+		events.PerformanceDegraded, d.GetPipeline(), cause.ID()); err != nil {
+		return err
+	}
+	bus.Logger(ctx).Warn("live accuracy degraded", "pipeline", d.GetPipeline(), "model_version", d.GetModelVersion(),
+		"live_accuracy", d.GetLiveAccuracy(), "baseline_accuracy", d.GetBaselineAccuracy(), "labelled_rows", d.GetLabelledRows())
+	return nil
+}
+
+// emit publishes msg with the handler's ctx (lineage) and a deterministic
+// id made of idParts, so that a handler running twice publishes once.
+func (s *Service) emit(ctx context.Context, pipeline string, msg proto.Message, modelVersion int64, idParts ...string) error {
+	pub := s.rt.Publisher()
+	ev, err := events.New(pub.Source(), pipeline, msg)
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	ev.SetID(bus.StableID(idParts...))
+	if modelVersion > 0 {
+		ev.SetExtension(bus.ExtModelVersion, strconv.FormatInt(modelVersion, 10))
+	}
+	if err := pub.Publish(ctx, ev); err != nil {
+		return fmt.Errorf("emit %s: %w", ev.Type(), err)
+	}
+	return nil
+}
