@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"math/rand/v2"
 	"strings"
 
 	"github.com/gyrehq/gyre/libs/features"
@@ -53,24 +51,18 @@ type TrainSpec struct {
 type Trained struct {
 	Features *features.Set
 	Model    ml.Model
-	// Metrics are the hold-out metrics (accuracy, logloss, auc, f1 or rmse,
-	// mae) and, prefixed "train", the same on the rows trained on.
+	// Metrics are the fit metrics on the window's rows, prefixed "train"
+	// (trainAccuracy, trainLogloss, …). How well the model does on data it
+	// has not seen is the evaluator's to measure, on the newest batch.
 	Metrics   map[string]float64
 	TrainRows int
-	TestRows  int
 }
 
-// Hold-out split of a training run: HoldoutShare of the window's rows, drawn
-// with the spec's seed, when the window has at least MinHoldoutRows rows.
-const (
-	HoldoutShare   = 0.2
-	MinHoldoutRows = 50
-)
-
-// Train fits the pipeline's feature set on the window, and the model on the
-// set's outputs minus a seeded hold-out split, which gives the training
-// metrics. The same window, spec and seed give the same bundle, byte for
-// byte: a job trained again after a crash stores the same artifact.
+// Train fits the pipeline's feature set and the model on every row of the
+// window: on a drifting stream the newest rows are the most valuable, and
+// the evaluator, not a hold-out of the window, judges the model on unseen
+// data. The same window, spec and seed give the same bundle, byte for byte:
+// a job trained again after a crash stores the same artifact.
 func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained, error) {
 	if err := supported(spec.Algorithm); err != nil {
 		return nil, err
@@ -87,11 +79,7 @@ func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained
 		}
 		parts = append(parts, ds)
 	}
-	all, err := ml.Concat(parts...)
-	if err != nil {
-		return nil, err
-	}
-	train, test, err := holdout(all, spec.Seed)
+	train, err := ml.Concat(parts...)
 	if err != nil {
 		return nil, err
 	}
@@ -110,43 +98,5 @@ func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained
 	for k, v := range trainMetrics {
 		out.Metrics["train"+strings.ToUpper(k[:1])+k[1:]] = v
 	}
-	if test != nil {
-		out.TestRows = test.NumRows()
-		testMetrics, err := ml.Evaluate(model, test)
-		if err != nil {
-			return nil, fmt.Errorf("hold-out metrics: %w", err)
-		}
-		maps.Copy(out.Metrics, testMetrics)
-	}
 	return out, nil
-}
-
-// holdout splits a dataset into training rows and a seeded hold-out share;
-// a small dataset is not split (test is nil).
-func holdout(ds *ml.Dataset, seed int64) (train, test *ml.Dataset, err error) {
-	n := ds.NumRows()
-	k := int(float64(n) * HoldoutShare)
-	if n < MinHoldoutRows || k < 1 {
-		return ds, nil, nil
-	}
-	perm := rand.New(rand.NewPCG(uint64(seed), 0x9e3779b97f4a7c15)).Perm(n)
-	held := make([]bool, n)
-	for _, i := range perm[:k] {
-		held[i] = true
-	}
-	trainRows, testRows := make([]int, 0, n-k), make([]int, 0, k)
-	for i := range n {
-		if held[i] {
-			testRows = append(testRows, i)
-		} else {
-			trainRows = append(trainRows, i)
-		}
-	}
-	if train, err = ds.Subset(trainRows); err != nil {
-		return nil, nil, err
-	}
-	if test, err = ds.Subset(testRows); err != nil {
-		return nil, nil, err
-	}
-	return train, test, nil
 }

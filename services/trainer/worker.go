@@ -246,7 +246,7 @@ func (w *Worker) train(ctx context.Context, b *store.Buckets, job Job, attempt i
 		Pipeline: req.GetPipeline(), RequestId: req.GetRequestId(), JobId: job.ID, Worker: w.id, Pool: w.pool,
 		Attempt: int32(attempt), Algorithm: req.GetAlgorithm(), Params: params, Metrics: trained.Metrics,
 		Artifact: artifact, Reference: reference, DurationMs: w.now().Sub(start).Milliseconds(),
-		TrainRows: int64(trained.TrainRows), TestRows: int64(trained.TestRows), Schema: schema,
+		TrainRows: int64(trained.TrainRows), Schema: schema,
 		Lineage: &gyrev1.Lineage{
 			BatchIds: req.GetWindowBatchIds(), FeatureSetVersion: trained.Features.Version,
 			DatasetVersion: req.GetDatasetVersion(), TrainingRequestId: req.GetRequestId(), TrainingJobId: job.ID,

