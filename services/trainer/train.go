@@ -32,8 +32,6 @@ func supported(algorithm string) error {
 	switch algorithm {
 	case pipeline.AlgorithmMLP:
 		return &UnsupportedError{Algorithm: algorithm, Reason: "mlp arrives with issue #4"}
-	case pipeline.AlgorithmCommand:
-		return &UnsupportedError{Algorithm: algorithm, Reason: "command (an external training program) arrives with issue #4"}
 	}
 	return nil
 }
@@ -83,7 +81,12 @@ func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained
 	if err != nil {
 		return nil, err
 	}
-	model, err := ml.Train(ctx, spec.Algorithm, spec.Params, train, ml.TrainOptions{Seed: spec.Seed})
+	var model ml.Model
+	if spec.Algorithm == pipeline.AlgorithmCommand {
+		model, err = trainCommand(ctx, spec, set, train)
+	} else {
+		model, err = ml.Train(ctx, spec.Algorithm, spec.Params, train, ml.TrainOptions{Seed: spec.Seed})
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("training stopped: %w", err)

@@ -157,7 +157,7 @@ func TestTrainingFailures(t *testing.T) {
 		want  string
 	}{
 		{"mlp", "{algorithm: mlp, bootstrapBatches: 2}", nil, "mlp arrives with issue #4"},
-		{"command", "{algorithm: command, command: [train.sh], bootstrapBatches: 2}", nil, "issue #4"},
+		{"command", "{algorithm: command, command: [train.sh], bootstrapBatches: 2}", nil, "give it the onehot transform"},
 		{"bad params", "{algorithm: gbdt, params: {trees: 0}, bootstrapBatches: 2}", nil, "trees"},
 		{"constant label", "{algorithm: gbdt, bootstrapBatches: 2}", func(p string) {
 			env.AddBatch(p, "b1", []byte("x1,x2,color,class\n0.1,0.2,red,1\n0.3,0.4,blue,1\n"))
