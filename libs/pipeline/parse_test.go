@@ -91,7 +91,7 @@ func TestParseExampleAndDefaults(t *testing.T) {
 
 func TestExamplesParse(t *testing.T) {
 	t.Parallel()
-	for _, f := range []string{"../../examples/elec2/pipeline.yaml", "../../examples/sensors/pipeline.yaml"} {
+	for _, f := range []string{"../../examples/elec2/pipeline.yaml", "../../examples/sensors/pipeline.yaml", "../../examples/command/pipeline.yaml"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
