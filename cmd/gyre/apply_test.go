@@ -12,6 +12,7 @@ import (
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/natstest"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -31,13 +32,7 @@ func executeIn(t *testing.T, stdin string, args ...string) (stdout, stderr strin
 // provisioned returns a server with Gyre's topology, as 'gyre up' leaves it.
 func provisioned(t *testing.T) *natstest.Server {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
+	srv, _, _ := servicetest.Provisioned(t)
 	return srv
 }
 

@@ -56,18 +56,6 @@ func execute(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return inv.stdout.String(), inv.stderr.String(), inv.err
 }
 
-// waitFor polls until cond holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	out, _, err := execute(t, "version")

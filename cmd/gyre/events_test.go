@@ -15,7 +15,9 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/natstest"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
 )
 
 // publish stores one event of the catalog for a pipeline.
@@ -36,13 +38,7 @@ func publish(t *testing.T, pub *bus.Publisher, pipeline, name string) {
 // setupEvents provisions a server and stores a few events on it.
 func setupEvents(t *testing.T) (*natstest.Server, jetstream.JetStream) {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
+	srv, js, _ := servicetest.Provisioned(t)
 	pub := bus.NewPublisher(js, "test")
 	for _, e := range []struct{ pipeline, name string }{
 		{"elec2", events.DataBatchArrived},
@@ -171,7 +167,7 @@ func TestEventsFollow(t *testing.T) {
 	inv := start(ctx, "events", "-f", "--nats", srv.URL, "--pipeline", "live", "-o", "json")
 	time.Sleep(200 * time.Millisecond) // let it subscribe; the event is stored either way
 	publish(t, bus.NewPublisher(js, "test"), "live", events.DriftDetected)
-	waitFor(t, 10*time.Second, "the followed event", func() bool {
+	looptest.WaitFor(t, "the followed event", 10*time.Second, func() bool {
 		return strings.Contains(inv.stdout.String(), events.Type(events.DriftDetected))
 	})
 	select {

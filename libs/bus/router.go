@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gyrehq/gyre/events"
 )
@@ -28,6 +29,16 @@ import (
 // the handler's ctx inherit the event's correlationid, get it as their
 // causationid, and continue its trace.
 type Handler func(ctx context.Context, ev event.Event) error
+
+// DecodePayload reads an event's payload into msg (events.Decode) and
+// validates it (events.Validate), as a handler does first; both failures are
+// permanent.
+func DecodePayload(ev event.Event, msg proto.Message) error {
+	if err := events.Decode(ev, msg); err != nil {
+		return err
+	}
+	return events.Validate(msg)
+}
 
 // RouterConfig configures a Router.
 type RouterConfig struct {
@@ -142,6 +153,23 @@ func (r *Router) Handle(decl events.Consumer, h Handler, opts ...HandlerOption) 
 		}.Middleware,
 		middleware.Recoverer,
 	)
+	return nil
+}
+
+// HandleDeclared registers the handlers of the router's service: for each
+// consumer events.ServiceConsumers declares for it, the handler its Handler
+// names in handlers. A declared consumer without a handler is an error. Call
+// it before Run.
+func (r *Router) HandleDeclared(handlers map[string]Handler) error {
+	for _, decl := range events.ServiceConsumers()[r.cfg.Service] {
+		h, ok := handlers[decl.Handler]
+		if !ok {
+			return fmt.Errorf("consumer %s has no handler", decl.Durable())
+		}
+		if err := r.Handle(decl, h); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -27,17 +27,33 @@ import (
 	"github.com/gyrehq/gyre/libs/natstest"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
 )
 
-// Timeout bounds every wait of the package.
+// Timeout bounds every wait of the package that is not given its own bound.
 const Timeout = 60 * time.Second
+
+// WaitFor polls cond every 20ms until it holds, and fails the test when it
+// still does not after d; what names the condition in the failure.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // Env is a JetStream server with Gyre's whole topology provisioned.
 type Env struct {
-	t       testing.TB
-	Server  *natstest.Server
+	t      testing.TB
+	Server *natstest.Server
+	// Deps are the deps of the test's service process (Connect, New); zero
+	// when there is none (NewFull, Attach).
 	Deps    service.Deps
 	JS      jetstream.JetStream
 	Buckets *store.Buckets
@@ -75,11 +91,39 @@ func Connect(t testing.TB, srv *natstest.Server) *Env {
 	if _, err := bus.Provision(ctx, proc.JS, topo); err != nil {
 		t.Fatalf("looptest: provision: %v", err)
 	}
-	b, err := store.Open(ctx, proc.JS)
+	e := attach(ctx, t, srv, proc.JS)
+	e.Deps = proc.Deps
+	return e
+}
+
+// NewFull starts a server with Gyre's full topology provisioned on a plain
+// connection of the test's own, as `gyre up` leaves it: every stream and
+// bucket and every service's durable consumers (servicetest.Provisioned).
+// No service process is connected: Deps is zero.
+func NewFull(t testing.TB) *Env {
+	t.Helper()
+	srv, js, b := servicetest.Provisioned(t)
+	return &Env{t: t, Server: srv, JS: js, Buckets: b, Pub: bus.NewPublisher(js, "test")}
+}
+
+// Attach returns the Env of a server whose buckets the service under test
+// has provisioned itself, on js, a connection to it; it provisions nothing.
+// Deps is zero.
+func Attach(t testing.TB, srv *natstest.Server, js jetstream.JetStream) *Env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	return attach(ctx, t, srv, js)
+}
+
+// attach opens the buckets of a provisioned server on js and returns its Env.
+func attach(ctx context.Context, t testing.TB, srv *natstest.Server, js jetstream.JetStream) *Env {
+	t.Helper()
+	b, err := store.Open(ctx, js)
 	if err != nil {
 		t.Fatalf("looptest: open buckets: %v", err)
 	}
-	return &Env{t: t, Server: srv, Deps: proc.Deps, JS: proc.JS, Buckets: b, Pub: bus.NewPublisher(proc.JS, "test")}
+	return &Env{t: t, Server: srv, JS: js, Buckets: b, Pub: bus.NewPublisher(js, "test")}
 }
 
 // Run runs a service until the test ends and waits until it is ready.
@@ -256,14 +300,20 @@ func (e *Env) Events(pipelineName, name string) []event.Event {
 // stored, and returns them all.
 func (e *Env) WaitEvents(pipelineName, name string, n int) []event.Event {
 	e.t.Helper()
-	deadline := time.Now().Add(Timeout)
+	return e.WaitEventsWithin(pipelineName, name, n, Timeout)
+}
+
+// WaitEventsWithin is WaitEvents failing after d instead of Timeout.
+func (e *Env) WaitEventsWithin(pipelineName, name string, n int, d time.Duration) []event.Event {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		evs := e.Events(pipelineName, name)
 		if len(evs) >= n {
 			return evs
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("looptest: %d %s event(s) of %s after %s, want %d", len(evs), name, pipelineName, Timeout, n)
+			e.t.Fatalf("looptest: %d %s event(s) of %s after %s, want %d", len(evs), name, pipelineName, d, n)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/natstest"
 	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -34,12 +35,8 @@ func mustParse(t *testing.T, spec string) *pipeline.Pipeline {
 // then the same event again.
 func TestApplyPipeline(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	_, js, _ := servicetest.Provisioned(t)
 	ctx := context.Background()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatal(err)
-	}
 	pub := bus.NewPublisher(js, "test")
 	apply := func(spec, want string, rev uint64, published bool) store.Applied {
 		t.Helper()

@@ -5,26 +5,15 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/natstest"
+	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
 func open(t *testing.T) *store.Buckets {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatal(err)
-	}
-	b, err := store.Open(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, b := servicetest.Provisioned(t)
 	return b
 }
 

@@ -2,14 +2,12 @@ package deployer
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/models"
 	"github.com/gyrehq/gyre/services/deployer/internal/serving"
 )
 
@@ -19,44 +17,23 @@ const (
 	handlerLabels   = "label-received"
 )
 
-// championAlias is the registry alias of the model that serves.
-const championAlias = "champion"
-
 // register binds each declared consumer of the service to its handler.
 func (s *Service) register() error {
-	handlers := map[string]bus.Handler{
+	return s.rt.Router().HandleDeclared(map[string]bus.Handler{
 		handlerPromoted: s.onPromoted,
 		handlerLabels:   s.onLabels,
-	}
-	for _, decl := range events.ServiceConsumers()[Name] {
-		h, ok := handlers[decl.Handler]
-		if !ok {
-			return fmt.Errorf("consumer %s has no handler", decl.Durable())
-		}
-		if err := s.rt.Router().Handle(decl, h); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// decode reads and validates an event's payload; both failures are permanent.
-func decode(ev event.Event, msg proto.Message) error {
-	if err := events.Decode(ev, msg); err != nil {
-		return err
-	}
-	return events.Validate(msg)
+	})
 }
 
 // onPromoted rolls the promoted version out.
 func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	var m gyrev1.ModelPromoted
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	// Only the champion serves and is the drift reference; other aliases
 	// moving concern neither.
-	if a := m.GetAlias(); a != "" && a != championAlias {
+	if a := m.GetAlias(); a != "" && a != models.AliasChampion {
 		return nil
 	}
 	art := m.GetArtifact()
@@ -83,7 +60,7 @@ func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 // onLabels counts labels of a canary's predictions towards its judgement.
 func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	var m gyrev1.LabelReceived
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	labels := make([]serving.Label, len(m.GetLabels()))

@@ -15,33 +15,21 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
-	"github.com/gyrehq/gyre/libs/bundle"
-	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/features"
-	"github.com/gyrehq/gyre/libs/ml"
-	"github.com/gyrehq/gyre/libs/natstest"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/service"
-	"github.com/gyrehq/gyre/libs/store"
-	"github.com/gyrehq/gyre/libs/table"
 	"github.com/gyrehq/gyre/services/deployer"
 )
 
 // harness gives a test its own JetStream server with Gyre's topology, and
-// runs deployers on it; it plays the rest of the loop: applies specs,
+// runs deployers on it; it plays the rest of the loop (env): applies specs,
 // stores bundles, publishes promotions and labels, reads what the deployer
 // emits.
 type harness struct {
 	t   *testing.T
-	url string
-	js  jetstream.JetStream
-	pub *bus.Publisher
-	b   *store.Buckets
+	env *looptest.Env
 
 	mu  sync.Mutex
 	svc *deployer.Service
@@ -50,18 +38,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatal(err)
-	}
-	b, err := store.Open(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{t: t, url: srv.URL, js: js, pub: bus.NewPublisher(js, "test"), b: b}
+	return &harness{t: t, env: looptest.NewFull(t)}
 }
 
 // run starts a deployer and serves its handler over HTTP; stop stops both.
@@ -69,7 +46,7 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) run(cfg func(*deployer.Config)) (stop func()) {
 	h.t.Helper()
 	c := deployer.DefaultConfig()
-	c.NATSURL = h.url
+	c.NATSURL = h.env.Server.URL
 	c.HTTPAddr = "127.0.0.1:0"
 	if cfg != nil {
 		cfg(&c)
@@ -100,22 +77,11 @@ func (h *harness) run(cfg func(*deployer.Config)) (stop func()) {
 		})
 	}
 	h.t.Cleanup(stop)
-	waitFor(h.t, "deployer ready", 15*time.Second, func() bool { return svc.Readiness().Ready })
+	looptest.WaitFor(h.t, "deployer ready", 15*time.Second, func() bool { return svc.Readiness().Ready })
 	h.mu.Lock()
 	h.svc, h.srv = svc, srv
 	h.mu.Unlock()
 	return stop
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // spec is a pipeline with a numeric feature x, a categorical c and, when
@@ -140,18 +106,6 @@ spec:
 `, name, z, deployment)
 }
 
-func (h *harness) apply(text string) *pipeline.Pipeline {
-	h.t.Helper()
-	p, err := pipeline.Parse([]byte(text))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if _, err := h.b.Pipelines.Put(context.Background(), p.Name(), p.Canonical()); err != nil {
-		h.t.Fatal(err)
-	}
-	return p
-}
-
 // truth is the concept every test model learns: y = 1 when x > 0.
 func truth(x float64) string {
 	if x > 0 {
@@ -169,6 +123,8 @@ func (h *harness) storeBundle(name, requestID string, flipped, withZ bool) *gyre
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	// Every test bundle is trained with seed 1.
+	p.Spec.Model.Seed = 1
 	r := rand.New(rand.NewPCG(7, uint64(len(requestID))))
 	var csv strings.Builder
 	csv.WriteString("x,c,")
@@ -188,105 +144,23 @@ func (h *harness) storeBundle(name, requestID string, flipped, withZ bool) *gyre
 		}
 		fmt.Fprintf(&csv, "%s\n", y)
 	}
-	tab, err := table.Read(table.FormatCSV, []byte(csv.String()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	set, err := features.Fit(p, tab)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ds, err := set.Dataset(tab, true)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	m, err := ml.Train(context.Background(), "logreg", nil, ds, ml.TrainOptions{Seed: 1})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	data, err := bundle.Marshal(&bundle.Bundle{Pipeline: name, RequestID: requestID, Features: set, Model: m})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ref, _, err := store.PutObject(context.Background(), h.b.Models, bundle.Key(name, requestID), bundle.MediaType, data)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return ref
+	return h.env.StoreBundle(p, requestID, []byte(csv.String()))
 }
 
 // promote publishes the model.promoted of a version.
 func (h *harness) promote(name string, version int64, art *gyrev1.ObjectRef, accuracy float64) event.Event {
 	h.t.Helper()
-	return h.publish(name, &gyrev1.ModelPromoted{
+	return h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
 		Pipeline: name, ModelVersion: version, Alias: "champion", Reason: "blessed", Artifact: art,
 		Metrics: map[string]float64{"accuracy": accuracy},
 	})
 }
 
-func (h *harness) publish(name string, msg proto.Message) event.Event {
-	h.t.Helper()
-	ev, err := events.New("/gyre/test", name, msg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.pub.Publish(context.Background(), ev); err != nil {
-		h.t.Fatal(err)
-	}
-	return ev
-}
-
-// emitted returns every event of the name the pipeline has on its stream.
-func (h *harness) emitted(name, eventName string) []event.Event {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	subject, err := events.Subject(name, eventName)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	spec, _ := events.Lookup(eventName)
-	cons, err := h.js.OrderedConsumer(ctx, spec.Stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []event.Event
-	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(150*time.Millisecond))
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			ev, err := bus.Decode(m.Headers(), m.Data())
-			if err != nil {
-				h.t.Fatal(err)
-			}
-			out = append(out, ev)
-		}
-		if n == 0 {
-			return out
-		}
-	}
-}
-
+// waitEmitted waits up to 30s until the pipeline has n events of the name
+// and returns them all.
 func (h *harness) waitEmitted(name, eventName string, n int) []event.Event {
 	h.t.Helper()
-	var evs []event.Event
-	waitFor(h.t, fmt.Sprintf("%d %s", n, eventName), 30*time.Second, func() bool {
-		evs = h.emitted(name, eventName)
-		return len(evs) >= n
-	})
-	return evs
-}
-
-func decodeAs[T proto.Message](t *testing.T, ev event.Event, msg T) T {
-	t.Helper()
-	if err := events.Decode(ev, msg); err != nil {
-		t.Fatal(err)
-	}
-	return msg
+	return h.env.WaitEventsWithin(name, eventName, n, 30*time.Second)
 }
 
 // do sends an HTTP request to the running deployer and returns the status
@@ -344,7 +218,7 @@ func (h *harness) servingVersion(name string) string {
 
 func (h *harness) waitServing(name, version string) {
 	h.t.Helper()
-	waitFor(h.t, name+" serving version "+version, 30*time.Second, func() bool { return h.servingVersion(name) == version })
+	looptest.WaitFor(h.t, name+" serving version "+version, 30*time.Second, func() bool { return h.servingVersion(name) == version })
 }
 
 // row is one request row: x and c.

@@ -13,8 +13,8 @@ import (
 func TestOpenInferenceProtocol(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.apply(spec("oip", "{strategy: immediate}", false))
-	h.apply(spec("empty", "{strategy: immediate}", false))
+	h.env.ApplyPipeline(spec("oip", "{strategy: immediate}", false))
+	h.env.ApplyPipeline(spec("empty", "{strategy: immediate}", false))
 	h.run(nil)
 	h.promote("oip", 1, h.storeBundle("oip", "r1", false, false), 0.9)
 	h.waitServing("oip", "1")

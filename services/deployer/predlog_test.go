@@ -14,6 +14,7 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/services/deployer"
 )
 
@@ -24,7 +25,7 @@ func TestPredictionsAreLogged(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const name = "logged"
-	h.apply(spec(name, "{strategy: immediate, sampleRate: 1}", false))
+	h.env.ApplyPipeline(spec(name, "{strategy: immediate, sampleRate: 1}", false))
 	h.run(nil)
 	h.promote(name, 1, h.storeBundle(name, "r1", false, false), 0.9)
 	h.waitServing(name, "1")
@@ -36,7 +37,7 @@ func TestPredictionsAreLogged(t *testing.T) {
 	if spec, _ := events.Lookup(events.PredictionLogged); !strings.HasPrefix(spec.Stream, "GYRE_PRED") {
 		t.Fatalf("prediction.logged lives in %s", spec.Stream)
 	}
-	m := decodeAs(t, ev, &gyrev1.PredictionLogged{})
+	m := looptest.Decode(t, ev, &gyrev1.PredictionLogged{})
 	ids := output(body, "prediction_id")
 	if m.ModelVersion != 1 || m.Variant != "champion" || m.DeploymentId == "" || m.SampleRate != 1 ||
 		fmt.Sprint(m.Features) != "[x]" || len(m.Rows) != 2 || m.LatencyMs <= 0 {
@@ -56,7 +57,7 @@ func TestPredictionLogQueueIsBounded(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const name = "burst"
-	h.apply(spec(name, "{strategy: immediate, sampleRate: 1}", false))
+	h.env.ApplyPipeline(spec(name, "{strategy: immediate, sampleRate: 1}", false))
 	h.run(func(c *deployer.Config) { c.PredictionQueue = 1 })
 	h.promote(name, 1, h.storeBundle(name, "r1", false, false), 0.9)
 	h.waitServing(name, "1")
@@ -88,11 +89,11 @@ func TestPredictionLogQueueIsBounded(t *testing.T) {
 		t.Fatalf("%d requests failed", failed)
 	}
 	var published, dropped float64
-	waitFor(t, "every logged request accounted for", 20*time.Second, func() bool {
+	looptest.WaitFor(t, "every logged request accounted for", 20*time.Second, func() bool {
 		published, dropped = h.predictionLogs("published"), h.predictionLogs("dropped")
 		return published+dropped == requests
 	})
-	if n := len(h.emitted(name, events.PredictionLogged)); float64(n) != published {
+	if n := len(h.env.Events(name, events.PredictionLogged)); float64(n) != published {
 		t.Errorf("%d prediction.logged on the stream, %v counted published", n, published)
 	}
 	t.Logf("%v published, %v dropped", published, dropped)

@@ -16,6 +16,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/services/deployer"
 )
 
@@ -25,7 +26,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const name = "swap"
-	h.apply(spec(name, "{strategy: immediate}", false))
+	h.env.ApplyPipeline(spec(name, "{strategy: immediate}", false))
 	h.run(nil)
 	arts := []*gyrev1.ObjectRef{h.storeBundle(name, "ra", false, false), h.storeBundle(name, "rbb", false, false)}
 	h.promote(name, 1, arts[0], 0.9)
@@ -141,13 +142,13 @@ func (h *harness) drive(name string) string {
 			labels[k] = &gyrev1.Label{PredictionId: id.(string), Value: truth(rows[k].x)}
 		}
 		// Every label twice: the second copy counts for nothing.
-		h.publish(name, &gyrev1.LabelReceived{Pipeline: name, Labels: labels})
-		h.publish(name, &gyrev1.LabelReceived{Pipeline: name, Labels: labels})
+		h.env.Emit("/gyre/test", name, &gyrev1.LabelReceived{Pipeline: name, Labels: labels})
+		h.env.Emit("/gyre/test", name, &gyrev1.LabelReceived{Pipeline: name, Labels: labels})
 		if counted < 0 {
 			continue
 		}
 		labelled += len(labels)
-		waitFor(h.t, "labels counted", 10*time.Second, func() bool {
+		looptest.WaitFor(h.t, "labels counted", 10*time.Second, func() bool {
 			s, c := h.canaryStatus(name)
 			return s != "canary" || c < 0 || c >= labelled
 		})
@@ -180,13 +181,13 @@ func TestCanary(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
 			name := strings.ReplaceAll(tc.name, " ", "-")
-			h.apply(spec(name, "{strategy: canary, steps: "+tc.steps+", stepRequests: 10, rollback: {maxErrorRate: 0.02, maxAccuracyDrop: 0.05}}", false))
+			h.env.ApplyPipeline(spec(name, "{strategy: canary, steps: "+tc.steps+", stepRequests: 10, rollback: {maxErrorRate: 0.02, maxAccuracyDrop: 0.05}}", false))
 			h.run(func(c *deployer.Config) { c.CanaryMinLabels = 10 })
 			// The first model goes live at once: nothing to compare it with.
 			h.promote(name, 1, h.storeBundle(name, "champion", tc.championFlipped, false), 0.9)
 			h.waitServing(name, "1")
 			promoted := h.promote(name, 2, h.storeBundle(name, "candidate", tc.candidateFlipped, tc.candidateZ), 0.9)
-			waitFor(t, "canary running", 20*time.Second, func() bool {
+			looptest.WaitFor(t, "canary running", 20*time.Second, func() bool {
 				s, c := h.canaryStatus(name)
 				return s == "canary" && c >= 0
 			})
@@ -196,30 +197,30 @@ func TestCanary(t *testing.T) {
 			if v := h.servingVersion(name); v != tc.wantServing {
 				t.Errorf("serving version %s, want %s", v, tc.wantServing)
 			}
-			if n := len(h.emitted(name, events.DeploymentProgressed)); n != tc.wantProgressed {
+			if n := len(h.env.Events(name, events.DeploymentProgressed)); n != tc.wantProgressed {
 				t.Errorf("%d deployment.progressed, want %d", n, tc.wantProgressed)
 			}
-			started := h.emitted(name, events.DeploymentStarted)
+			started := h.env.Events(name, events.DeploymentStarted)
 			if len(started) != 2 {
 				t.Fatalf("%d deployment.started, want 2", len(started))
 			}
-			s := decodeAs(t, started[1], &gyrev1.DeploymentStarted{})
+			s := looptest.Decode(t, started[1], &gyrev1.DeploymentStarted{})
 			if s.Strategy != "canary" || s.PreviousVersion != 1 || s.ModelVersion != 2 {
 				t.Errorf("deployment.started = %v", s)
 			}
-			var final = h.emitted(name, events.DeploymentRolledBack)
+			var final = h.env.Events(name, events.DeploymentRolledBack)
 			if tc.wantStatus == "completed" {
-				final = h.emitted(name, events.DeploymentCompleted)[1:]
-				c := decodeAs(t, final[0], &gyrev1.DeploymentCompleted{})
+				final = h.env.Events(name, events.DeploymentCompleted)[1:]
+				c := looptest.Decode(t, final[0], &gyrev1.DeploymentCompleted{})
 				if c.ModelVersion != 2 || c.PreviousVersion != 1 || c.TrafficPercent != 100 || c.Figures["requests"] < 10 {
 					t.Errorf("deployment.completed = %v", c)
 				}
-				p := decodeAs(t, h.emitted(name, events.DeploymentProgressed)[0], &gyrev1.DeploymentProgressed{})
+				p := looptest.Decode(t, h.env.Events(name, events.DeploymentProgressed)[0], &gyrev1.DeploymentProgressed{})
 				if p.Step != 2 || p.TrafficPercent != 50 || p.Figures["accuracy"] < 0.9 {
 					t.Errorf("deployment.progressed = %v", p)
 				}
 			} else {
-				rb := decodeAs(t, final[0], &gyrev1.DeploymentRolledBack{})
+				rb := looptest.Decode(t, final[0], &gyrev1.DeploymentRolledBack{})
 				if rb.ModelVersion != 2 || rb.PreviousVersion != 1 || rb.Step != 1 || rb.TrafficPercent != 50 ||
 					!strings.Contains(rb.Reason, tc.wantReason) || !strings.Contains(rb.Reason, "version 1 keeps serving") {
 					t.Errorf("deployment.rolledback = %v, want its reason to name %q", rb, tc.wantReason)
@@ -237,8 +238,8 @@ func TestCanary(t *testing.T) {
 			}
 			// Canary traffic is logged as such.
 			variants := map[string]bool{}
-			for _, ev := range h.emitted(name, events.PredictionLogged) {
-				variants[decodeAs(t, ev, &gyrev1.PredictionLogged{}).Variant] = true
+			for _, ev := range h.env.Events(name, events.PredictionLogged) {
+				variants[looptest.Decode(t, ev, &gyrev1.PredictionLogged{}).Variant] = true
 			}
 			if !variants["champion"] || !variants["canary"] && !tc.candidateZ {
 				t.Errorf("prediction.logged variants %v, want champion and canary", variants)
@@ -253,12 +254,12 @@ func TestRestoreAfterRestart(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	const name = "restore"
-	h.apply(spec(name, "{strategy: canary, steps: [30, 100], stepRequests: 1000}", false))
+	h.env.ApplyPipeline(spec(name, "{strategy: canary, steps: [30, 100], stepRequests: 1000}", false))
 	stop := h.run(nil)
 	h.promote(name, 1, h.storeBundle(name, "r1", false, false), 0.9)
 	h.waitServing(name, "1")
 	h.promote(name, 2, h.storeBundle(name, "r2", false, false), 0.9)
-	waitFor(t, "canary running", 20*time.Second, func() bool { s, _ := h.canaryStatus(name); return s == "canary" })
+	looptest.WaitFor(t, "canary running", 20*time.Second, func() bool { s, _ := h.canaryStatus(name); return s == "canary" })
 	stop()
 
 	h.run(nil)
@@ -274,7 +275,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("infer after restart = %d %v", code, body)
 	}
-	if n := len(h.emitted(name, events.DeploymentStarted)); n != 2 {
+	if n := len(h.env.Events(name, events.DeploymentStarted)); n != 2 {
 		t.Errorf("%d deployment.started after restart, want 2", n)
 	}
 }

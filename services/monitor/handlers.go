@@ -11,6 +11,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/models"
 	"github.com/gyrehq/gyre/services/monitor/internal/monitoring"
 )
 
@@ -22,46 +23,25 @@ const (
 	handlerPromoted     = "model-promoted"
 )
 
-// championAlias is the registry alias of the model that serves.
-const championAlias = "champion"
-
 // register binds each declared consumer of the service to its handler.
 func (s *Service) register() error {
-	handlers := map[string]bus.Handler{
+	return s.rt.Router().HandleDeclared(map[string]bus.Handler{
 		handlerMaterialized: s.onMaterialized,
 		handlerPredictions:  s.onPredictions,
 		handlerLabels:       s.onLabels,
 		handlerPromoted:     s.onPromoted,
-	}
-	for _, decl := range events.ServiceConsumers()[Name] {
-		h, ok := handlers[decl.Handler]
-		if !ok {
-			return fmt.Errorf("consumer %s has no handler", decl.Durable())
-		}
-		if err := s.rt.Router().Handle(decl, h); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// decode reads and validates an event's payload; both failures are permanent.
-func decode(ev event.Event, msg proto.Message) error {
-	if err := events.Decode(ev, msg); err != nil {
-		return err
-	}
-	return events.Validate(msg)
+	})
 }
 
 // onPromoted: the new champion's training window becomes the reference.
 func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	var m gyrev1.ModelPromoted
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	// Only the champion serves and is the drift reference; other aliases
 	// moving concern neither.
-	if a := m.GetAlias(); a != "" && a != championAlias {
+	if a := m.GetAlias(); a != "" && a != models.AliasChampion {
 		return nil
 	}
 	refKey := ""
@@ -81,7 +61,7 @@ func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 // drift.detected when the policy and the cooldown say so.
 func (s *Service) onMaterialized(ctx context.Context, ev event.Event) error {
 	var m gyrev1.FeaturesMaterialized
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	if m.GetSource().GetKey() == "" {
@@ -113,7 +93,7 @@ func (s *Service) onMaterialized(ctx context.Context, ev event.Event) error {
 // onPredictions: remember sampled predictions until their labels come.
 func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 	var m gyrev1.PredictionLogged
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	rows := make([]monitoring.Prediction, 0, len(m.GetRows()))
@@ -132,7 +112,7 @@ func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 // onLabels: count the labelled predictions into live accuracy.
 func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	var m gyrev1.LabelReceived
-	if err := decode(ev, &m); err != nil {
+	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
 	labels := make([]monitoring.Label, 0, len(m.GetLabels()))

@@ -13,6 +13,7 @@ import (
 	"github.com/gyrehq/gyre/libs/bundle"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/drift"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
@@ -56,15 +57,15 @@ func promote(h *harness, name string, r *rand.Rand, accuracy float64) []string {
 	var ids []string
 	for i := range 2 {
 		id := fmt.Sprintf("ref-%d", i+1)
-		h.addBatch(name, id, batchCSV(r, 800, 0, cats))
+		h.env.AddBatch(name, id, batchCSV(r, 800, 0, cats))
 		ids = append(ids, id)
 	}
-	h.publish(name, &gyrev1.ModelPromoted{
+	h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
 		Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "blessed",
 		Metrics: map[string]float64{"accuracy": accuracy},
 		Lineage: &gyrev1.Lineage{BatchIds: ids, FeatureSetVersion: "fs1"},
-	}, "")
-	waitFor(h.t, "reference of v1", 20*time.Second, func() bool {
+	})
+	looptest.WaitFor(h.t, "reference of v1", 20*time.Second, func() bool {
 		st := h.state(name)
 		return st.Reference != nil && st.Reference.ModelVersion == 1
 	})
@@ -91,11 +92,11 @@ func TestPromotionSetsTheReference(t *testing.T) {
 			t.Parallel()
 			h := start(t)
 			name := "ref-" + strings.ReplaceAll(tc.name, " ", "-")
-			h.apply(spec(name, 200, 2))
+			h.env.ApplyPipeline(spec(name, 200, 2))
 			r := rand.New(rand.NewPCG(1, 1))
 			ids := []string{"b1", "b2"}
 			for _, id := range ids {
-				h.addBatch(name, id, batchCSV(r, 800, 0, cats))
+				h.env.AddBatch(name, id, batchCSV(r, 800, 0, cats))
 			}
 			key := bundle.ReferenceKey(name, "req-1")
 			if tc.stored {
@@ -108,7 +109,7 @@ func TestPromotionSetsTheReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, _, err := store.PutObject(context.Background(), h.b.Models, key, bundle.ReferenceMediaType, data); err != nil {
+				if _, _, err := store.PutObject(context.Background(), h.env.Buckets.Models, key, bundle.ReferenceMediaType, data); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -119,9 +120,9 @@ func TestPromotionSetsTheReference(t *testing.T) {
 			if tc.named {
 				promoted.Reference = &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: key}
 			}
-			h.publish(name, promoted, "")
+			h.env.Emit("/gyre/test", name, promoted)
 			var ref *monitoring.Reference
-			waitFor(t, "reference of v1", 20*time.Second, func() bool {
+			looptest.WaitFor(t, "reference of v1", 20*time.Second, func() bool {
 				ref = h.state(name).Reference
 				return ref != nil
 			})
@@ -147,11 +148,11 @@ func TestPromotionSetsTheReference(t *testing.T) {
 func TestNoReferenceStillMeasures(t *testing.T) {
 	t.Parallel()
 	h := start(t)
-	h.apply(spec("noref", 200, 2))
+	h.env.ApplyPipeline(spec("noref", 200, 2))
 	r := rand.New(rand.NewPCG(2, 2))
-	key := h.addBatch("noref", "b1", batchCSV(r, 300, 0, cats))
+	key := h.env.AddBatch("noref", "b1", batchCSV(r, 300, 0, cats)).ObjectKey
 	h.materialize("noref", "b1", key, 300)
-	m := decodeAs(t, h.waitEmitted("noref", events.DriftMeasured, 1)[0], &gyrev1.DriftMeasured{})
+	m := looptest.Decode(t, h.waitEmitted("noref", events.DriftMeasured, 1)[0], &gyrev1.DriftMeasured{})
 	if m.ReferenceModelVersion != 0 || len(m.Features) != 0 || m.Drifted || m.BatchId != "b1" || m.Rows != 300 {
 		t.Errorf("drift.measured = %v, want batch b1, 300 rows, reference 0, no features", m)
 	}
@@ -174,13 +175,13 @@ func TestDrift(t *testing.T) {
 			t.Parallel()
 			h := start(t)
 			name := "drift-" + tc.name
-			h.apply(spec(name, 200, 2))
+			h.env.ApplyPipeline(spec(name, 200, 2))
 			r := rand.New(rand.NewPCG(3, 3))
 			promote(h, name, r, 0.8)
 			var ids []string
 			for i := range tc.batches {
 				id := fmt.Sprintf("cur-%d", i+1)
-				key := h.addBatch(name, id, batchCSV(r, 600, tc.shift, cats))
+				key := h.env.AddBatch(name, id, batchCSV(r, 600, tc.shift, cats)).ObjectKey
 				h.materialize(name, id, key, 600)
 				ids = append(ids, id)
 				// Wait for each batch so that the cooldown sees them in order.
@@ -197,7 +198,7 @@ func TestDrift(t *testing.T) {
 				t.Fatalf("%d drift.measured, want %d", len(measured), tc.batches)
 			}
 			for i, ev := range measured {
-				m := decodeAs(t, ev, &gyrev1.DriftMeasured{})
+				m := looptest.Decode(t, ev, &gyrev1.DriftMeasured{})
 				if m.ReferenceModelVersion != 1 || len(m.Features) != 2 || m.BatchId != ids[i] {
 					t.Errorf("measured[%d] = %v, want batch %s against v1 with 2 features", i, m, ids[i])
 				}
@@ -208,12 +209,12 @@ func TestDrift(t *testing.T) {
 					t.Errorf("measured[%d] modelversion = %q, want 1", i, got)
 				}
 			}
-			detected := h.emitted(name, events.DriftDetected)
+			detected := h.env.Events(name, events.DriftDetected)
 			if len(detected) != len(tc.wantDetected) {
 				t.Fatalf("%d drift.detected, want %d", len(detected), len(tc.wantDetected))
 			}
 			for k, i := range tc.wantDetected {
-				d := decodeAs(t, detected[k], &gyrev1.DriftDetected{})
+				d := looptest.Decode(t, detected[k], &gyrev1.DriftDetected{})
 				if d.BatchId != ids[i] || fmt.Sprint(d.DriftedFeatures) != "[x]" || d.ReferenceModelVersion != 1 {
 					t.Errorf("detected[%d] = %v, want batch %s with drifted [x]", k, d, ids[i])
 				}

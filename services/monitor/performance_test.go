@@ -8,6 +8,7 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/looptest"
 )
 
 // predictions logs n predictions p<from>..p<from+n-1> of version 1, all
@@ -17,7 +18,7 @@ func predictions(h *harness, name string, from, n int) {
 	for i := range rows {
 		rows[i] = &gyrev1.Prediction{PredictionId: fmt.Sprintf("p%d", from+i), Output: "1"}
 	}
-	h.publish(name, &gyrev1.PredictionLogged{Pipeline: name, ModelVersion: 1, Variant: "champion", Rows: rows, SampleRate: 1}, "")
+	h.env.Emit("/gyre/test", name, &gyrev1.PredictionLogged{Pipeline: name, ModelVersion: 1, Variant: "champion", Rows: rows, SampleRate: 1})
 }
 
 // labels labels p<from>..p<from+n-1> with value.
@@ -26,12 +27,12 @@ func labels(h *harness, name string, from, n int, value string) {
 	for i := range ls {
 		ls[i] = &gyrev1.Label{PredictionId: fmt.Sprintf("p%d", from+i), Value: value}
 	}
-	h.publish(name, &gyrev1.LabelReceived{Pipeline: name, Labels: ls}, "")
+	h.env.Emit("/gyre/test", name, &gyrev1.LabelReceived{Pipeline: name, Labels: ls})
 }
 
 func (h *harness) waitLabelled(name string, n int64) {
 	h.t.Helper()
-	waitFor(h.t, fmt.Sprintf("%d labelled predictions", n), 20*time.Second, func() bool {
+	looptest.WaitFor(h.t, fmt.Sprintf("%d labelled predictions", n), 20*time.Second, func() bool {
 		l := h.state(name).Live["1"]
 		return l != nil && l.Labelled == n
 	})
@@ -44,7 +45,7 @@ func TestPerformanceDegraded(t *testing.T) {
 	t.Parallel()
 	h := start(t)
 	const name = "perf"
-	h.apply(spec(name, 50, 2))
+	h.env.ApplyPipeline(spec(name, 50, 2))
 	r := rand.New(rand.NewPCG(4, 4))
 	promote(h, name, r, 0.9)
 
@@ -60,7 +61,7 @@ func TestPerformanceDegraded(t *testing.T) {
 	labels(h, name, 61, 40, "0")
 	h.waitLabelled(name, 100)
 	ev := h.waitEmitted(name, events.PerformanceDegraded, 1)[0]
-	d := decodeAs(t, ev, &gyrev1.PerformanceDegraded{})
+	d := looptest.Decode(t, ev, &gyrev1.PerformanceDegraded{})
 	if d.ModelVersion != 1 || d.BaselineAccuracy != 0.9 || d.LabelledRows != 50 || d.LiveAccuracy != 0.2 ||
 		d.MaxDrop != 0.05 || d.Metric != "accuracy" || d.Drop < 0.69 || d.Drop > 0.71 {
 		t.Errorf("performance.degraded = %v; want v1, baseline 0.9, live 0.2 over 50 labelled", d)
@@ -73,12 +74,12 @@ func TestPerformanceDegraded(t *testing.T) {
 	predictions(h, name, 101, 60)
 	labels(h, name, 101, 60, "0")
 	h.waitLabelled(name, 160)
-	if n := len(h.emitted(name, events.PerformanceDegraded)); n != 1 {
+	if n := len(h.env.Events(name, events.PerformanceDegraded)); n != 1 {
 		t.Fatalf("%d performance.degraded within the cooldown, want 1", n)
 	}
 	// Two validated batches later the cooldown allows the next one.
-	h.addBatch(name, "later-1", batchCSV(r, 10, 0, cats))
-	h.addBatch(name, "later-2", batchCSV(r, 10, 0, cats))
+	h.env.AddBatch(name, "later-1", batchCSV(r, 10, 0, cats))
+	h.env.AddBatch(name, "later-2", batchCSV(r, 10, 0, cats))
 	predictions(h, name, 161, 60)
 	labels(h, name, 161, 60, "0")
 	h.waitEmitted(name, events.PerformanceDegraded, 2)
@@ -90,18 +91,18 @@ func TestNewChampionResetsLiveAccuracy(t *testing.T) {
 	t.Parallel()
 	h := start(t)
 	const name = "reset"
-	h.apply(spec(name, 10, 0))
+	h.env.ApplyPipeline(spec(name, 10, 0))
 	r := rand.New(rand.NewPCG(5, 5))
 	promote(h, name, r, 0.9)
 	predictions(h, name, 1, 20)
 	labels(h, name, 1, 20, "1")
 	h.waitLabelled(name, 20)
 	ids := []string{"ref-1", "ref-2"}
-	h.publish(name, &gyrev1.ModelPromoted{
+	h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
 		Pipeline: name, ModelVersion: 2, Alias: "champion", PreviousVersion: 1,
 		Metrics: map[string]float64{"accuracy": 0.7}, Lineage: &gyrev1.Lineage{BatchIds: ids},
-	}, "")
-	waitFor(t, "reference of v2", 20*time.Second, func() bool {
+	})
+	looptest.WaitFor(t, "reference of v2", 20*time.Second, func() bool {
 		st := h.state(name)
 		return st.Reference != nil && st.Reference.ModelVersion == 2
 	})

@@ -35,28 +35,18 @@ type Running struct {
 	Services []service.Runner
 }
 
-// Start provisions the full topology on natstest.Start(t), builds every
-// service with build (each gets the same deps: one connection, one
-// registry, as under `gyre up`), runs them until the test ends, and waits
-// until they are ready.
+// Start provisions the full topology on natstest.Start(t) (Provisioned),
+// builds every service with build (each gets the same deps: one connection,
+// one registry, as under `gyre up`), runs them until the test ends, and
+// waits until they are ready.
 func Start(t *testing.T, builds ...Build) *Running {
 	t.Helper()
-	srv := natstest.Start(t)
+	srv, js, b := Provisioned(t)
 	cfg := service.Defaults("127.0.0.1:0")
 	cfg.NATSURL = srv.URL
 	proc, err := service.Connect(context.Background(), cfg, "servicetest", service.WithLogOutput(io.Discard))
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
-	}
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
-		t.Fatalf("Provision: %v", err)
-	}
-	b, err := store.Open(ctx, js)
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
 	}
 	r := &Running{URL: srv.URL, JS: js, Buckets: b, Publisher: bus.NewPublisher(js, "test")}
 	for _, build := range builds {
@@ -99,6 +89,27 @@ func Start(t *testing.T, builds ...Build) *Running {
 		}
 	}
 	return r
+}
+
+// Provisioned starts a server (natstest.Start) and provisions Gyre's full
+// topology on a plain connection of the test's own (Server.Connect): every
+// stream and bucket and every service's durable consumers, as `gyre up`
+// leaves it. It returns the server, the connection's JetStream API and the
+// opened buckets.
+func Provisioned(t testing.TB) (*natstest.Server, jetstream.JetStream, *store.Buckets) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := bus.Provision(ctx, js, bus.FullTopology()); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	b, err := store.Open(ctx, js)
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	return srv, js, b
 }
 
 // Apply parses a pipeline spec and applies it as `gyre apply` does.
