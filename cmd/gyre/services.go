@@ -19,6 +19,9 @@ import (
 var serviceBuilders = []func(service.Config, service.Deps) (service.Runner, error){
 	func(c service.Config, d service.Deps) (service.Runner, error) {
 		cfg := ingest.DefaultConfig()
+		// GYRE_INGEST_FILE_ROOT lets file:// batch URIs name files under a
+		// directory, as --file-root does for the standalone service.
+		cfg.FileRoot = service.Env(ingest.EnvFileRoot, "")
 		cfg.Config = c
 		return runner(ingest.New(cfg, d))
 	},

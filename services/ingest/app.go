@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 	"unicode"
@@ -174,11 +175,27 @@ type Ingester struct {
 	objects  objectStores
 	pub      publisher
 	maxBytes int64
+	// fileRoot bounds file:// URIs; "" refuses them.
+	fileRoot string
 }
 
 // NewIngester returns an Ingester that refuses batches over maxBytes.
 func NewIngester(b buckets, objects objectStores, pub publisher, maxBytes int64) *Ingester {
 	return &Ingester{buckets: b, objects: objects, pub: pub, maxBytes: maxBytes}
+}
+
+// WithFileRoot lets file:// URIs name files under dir (and nowhere else)
+// and returns the Ingester; "" refuses file:// URIs.
+func (in *Ingester) WithFileRoot(dir string) *Ingester {
+	in.fileRoot = ""
+	if dir != "" {
+		if abs, err := filepath.Abs(dir); err == nil {
+			if real, err := filepath.EvalSymlinks(abs); err == nil {
+				in.fileRoot = real
+			}
+		}
+	}
+	return in
 }
 
 // MediaType returns the media type of a batch format.
@@ -349,7 +366,11 @@ func (in *Ingester) readFile(uri string) ([]byte, error) {
 	if err != nil || u.Scheme != "file" || !strings.HasPrefix(u.Path, "/") {
 		return nil, &SourceError{URI: uri, Reason: "not a file:///abs/path or nats-object://BUCKET/KEY URI"}
 	}
-	f, err := os.Open(u.Path)
+	path, err := in.underFileRoot(uri, u.Path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, &SourceError{URI: uri, Reason: "cannot open the file", Err: err}
 	}
@@ -363,6 +384,23 @@ func (in *Ingester) readFile(uri string) ([]byte, error) {
 		}
 	}
 	return in.readLimited(uri, f)
+}
+
+// underFileRoot resolves a file:// path (symbolic links included) and
+// refuses it unless it lies under the configured root.
+func (in *Ingester) underFileRoot(uri, path string) (string, error) {
+	if in.fileRoot == "" {
+		return "", &SourceError{URI: uri, Reason: "file:// URIs are refused: this ingest has no --file-root; set it to the directory producers may name, or send the batch inline or as nats-object://"}
+	}
+	real, err := filepath.EvalSymlinks(filepath.Clean(path))
+	if err != nil {
+		return "", &SourceError{URI: uri, Reason: "cannot open the file", Err: err}
+	}
+	rel, err := filepath.Rel(in.fileRoot, real)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", &SourceError{URI: uri, Reason: fmt.Sprintf("the file is outside --file-root %s", in.fileRoot)}
+	}
+	return real, nil
 }
 
 func (in *Ingester) readObject(ctx context.Context, uri string) ([]byte, error) {

@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/service"
@@ -45,6 +46,9 @@ const DefaultMaxBatchBytes = 64 << 20
 
 // EnvMaxBatchBytes is the environment variable of --max-batch-bytes.
 const EnvMaxBatchBytes = "GYRE_INGEST_MAX_BATCH_BYTES"
+
+// EnvFileRoot is the environment variable of --file-root.
+const EnvFileRoot = "GYRE_INGEST_FILE_ROOT"
 
 // UploadRoute is the HTTP route of batch uploads.
 const UploadRoute = "POST /v1/pipelines/{pipeline}/batches"
@@ -71,6 +75,11 @@ type Config struct {
 	service.Config
 	// MaxBatchBytes is the largest batch accepted, in bytes.
 	MaxBatchBytes int
+	// FileRoot is the directory file:// batch URIs may name files under.
+	// Empty refuses file:// URIs: any producer can publish
+	// data.batch.arrived, and an unbounded file:// would let it make ingest
+	// read, store and quote any file the service can open.
+	FileRoot string
 }
 
 // DefaultConfig returns the configuration with every default.
@@ -83,6 +92,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Config.RegisterFlags(fs)
 	c.IntFlag(fs, &c.MaxBatchBytes, "max-batch-bytes", EnvMaxBatchBytes, c.MaxBatchBytes,
 		"largest batch accepted, in bytes (inline event content is bounded by the NATS max payload too)")
+	c.StringFlag(fs, &c.FileRoot, "file-root", EnvFileRoot, c.FileRoot,
+		"directory that file:// batch URIs may name files under; empty refuses file:// URIs")
 }
 
 // Validate checks every setting and names those that are wrong.
@@ -91,6 +102,12 @@ func (c Config) Validate() error {
 	if c.MaxBatchBytes <= 0 {
 		err = errors.Join(err, &service.FieldError{Flag: "max-batch-bytes", Env: EnvMaxBatchBytes,
 			Value: fmt.Sprint(c.MaxBatchBytes), Reason: "must be positive"})
+	}
+	if c.FileRoot != "" {
+		if fi, statErr := os.Stat(c.FileRoot); statErr != nil || !fi.IsDir() {
+			err = errors.Join(err, &service.FieldError{Flag: "file-root", Env: EnvFileRoot,
+				Value: c.FileRoot, Reason: "is not an existing directory"})
+		}
 	}
 	return err
 }
@@ -117,7 +134,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		cfg: cfg,
 		rt:  rt,
 		// Buckets open lazily: Run provisions them after New.
-		ingester: NewIngester(store.NewLazy(rt.JetStream()), rt.JetStream(), rt.Publisher(), int64(cfg.MaxBatchBytes)),
+		ingester: NewIngester(store.NewLazy(rt.JetStream()), rt.JetStream(), rt.Publisher(), int64(cfg.MaxBatchBytes)).WithFileRoot(cfg.FileRoot),
 	}
 	decl, err := consumer("batch-arrived")
 	if err != nil {

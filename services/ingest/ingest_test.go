@@ -57,6 +57,8 @@ func start(t *testing.T) (*servicetest.Running, *ingest.Service) {
 		cfg := ingest.DefaultConfig()
 		cfg.NATSURL = url
 		cfg.MaxBatchBytes = maxBytes
+		// The tests' files live under the system's temporary directory.
+		cfg.FileRoot = os.TempDir()
 		s, err := ingest.New(cfg, deps)
 		svc = s
 		return s, err
@@ -182,6 +184,7 @@ func TestBadInputGoesToDLQ(t *testing.T) {
 		{"oversized object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "oo", Format: "csv", Uri: "nats-object://landing/big.csv"}, "batch too large"},
 		{"unknown format", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "f", Format: "xlsx", Content: []byte(goodCSV)}, "format"},
 		{"missing file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mf", Format: "csv", Uri: "file:///no/such/file.csv"}, "cannot open the file"},
+		{"file outside the root", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "fo", Format: "csv", Uri: "file:///etc/hostname"}, "outside --file-root"},
 		{"missing object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mo", Format: "csv", Uri: "nats-object://landing/none.csv"}, `no object "none.csv"`},
 		{"missing bucket", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mb", Format: "csv", Uri: "nats-object://nobucket/x.csv"}, `bucket "nobucket" does not exist`},
 		{"bad jsonl", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "j", Format: "jsonl", Content: []byte("{\"x\":1}\n[1]\n")}, "row 2"},
@@ -213,6 +216,27 @@ func TestBadInputGoesToDLQ(t *testing.T) {
 	got := received(t, r, 2)
 	if len(got) != 2 || got[1].BatchId != "good" {
 		t.Errorf("received %v, want taken and good", got)
+	}
+}
+
+// TestFileURIsNeedARoot: with no --file-root, file:// URIs are refused, so
+// that a producer cannot make ingest read any file the service can open.
+func TestFileURIsNeedARoot(t *testing.T) {
+	t.Parallel()
+	r := servicetest.Start(t, func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := ingest.DefaultConfig()
+		cfg.NATSURL = url
+		return ingest.New(cfg, deps)
+	})
+	r.Apply(t, spec)
+	file := filepath.Join(t.TempDir(), "b.csv")
+	if err := os.WriteFile(file, []byte(goodCSV), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.Publish(t, "p1", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "b", Format: "csv", Uri: "file://" + file})
+	dead := r.WaitDeadLetters(t, ingest.Name, 1)
+	if reason := dead[0].Header.Get(bus.HeaderDLQReason); !strings.Contains(reason, "file:// URIs are refused") {
+		t.Errorf("dead letter reason %q", reason)
 	}
 }
 
