@@ -281,20 +281,8 @@ func resetServer(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	names := js.StreamNames(ctx)
-	var doomed []string
-	for n := range names.Name() {
-		if strings.HasPrefix(n, "GYRE_") || strings.HasPrefix(n, "KV_gyre-") || strings.HasPrefix(n, "OBJ_gyre-") {
-			doomed = append(doomed, n)
-		}
-	}
-	if err := names.Err(); err != nil {
-		return fmt.Errorf("--reset: list streams: %w", err)
-	}
-	for _, n := range doomed {
-		if err := js.DeleteStream(ctx, n); err != nil {
-			return fmt.Errorf("--reset: delete stream %s: %w", n, err)
-		}
+	if _, err := bus.Teardown(ctx, js); err != nil {
+		return fmt.Errorf("--reset: %w", err)
 	}
 	return nil
 }
@@ -365,7 +353,7 @@ func streamDemo(ctx context.Context, o demoOptions, data *demoData, st upState, 
 		r.progress(stderr, i+1, started)
 	}
 	fmt.Fprintln(stderr)
-	rep, err := r.report(ctx, time.Since(started))
+	rep, err := r.report(ctx)
 	if err != nil {
 		return err
 	}
@@ -443,7 +431,7 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
 // report reads the pipeline's lifecycle events and the dead-letter stream
 // and computes the summary.
-func (r *demoRun) report(ctx context.Context, _ time.Duration) (demoReport, error) {
+func (r *demoRun) report(ctx context.Context) (demoReport, error) {
 	rep := demoReport{Dataset: filepath.Base(r.o.dataset), Rows: r.data.table.Len(), Batches: len(r.data.batches)}
 	if r.scored > 0 {
 		rep.PrequentialAccuracy = round3(float64(r.correct) / float64(r.scored))

@@ -255,3 +255,26 @@ func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jets
 	ch.Action = Unchanged
 	return ch, nil
 }
+
+// Teardown deletes every stream and bucket of Gyre from the server — streams
+// named GYRE_*, and the KV_gyre-* and OBJ_gyre-* streams behind buckets — and
+// returns their names. It is for starting over (a demo, a test), never for a
+// running loop.
+func Teardown(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	names := js.StreamNames(ctx)
+	var doomed []string
+	for n := range names.Name() {
+		if strings.HasPrefix(n, "GYRE_") || strings.HasPrefix(n, "KV_gyre-") || strings.HasPrefix(n, "OBJ_gyre-") {
+			doomed = append(doomed, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list streams: %w", err)
+	}
+	for _, n := range doomed {
+		if err := js.DeleteStream(ctx, n); err != nil {
+			return nil, fmt.Errorf("delete stream %s: %w", n, err)
+		}
+	}
+	return doomed, nil
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
 )
 
@@ -96,16 +97,19 @@ func external(t testing.TB, url string) *Server {
 	return &Server{URL: url, External: true}
 }
 
-// Reset deletes Gyre's streams and buckets (names starting GYRE_, KV_gyre-,
-// OBJ_gyre-, or TEST_) so a test starts from an empty server.
+// Reset deletes Gyre's streams and buckets (bus.Teardown) and the TEST_*
+// streams of tests, so a test starts from an empty server.
 func Reset(t testing.TB, js jetstream.JetStream) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if _, err := bus.Teardown(ctx, js); err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
 	names := js.StreamNames(ctx)
 	var doomed []string
 	for n := range names.Name() {
-		if strings.HasPrefix(n, "GYRE_") || strings.HasPrefix(n, "KV_gyre-") || strings.HasPrefix(n, "OBJ_gyre-") || strings.HasPrefix(n, "TEST_") {
+		if strings.HasPrefix(n, "TEST_") {
 			doomed = append(doomed, n)
 		}
 	}
