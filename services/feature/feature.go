@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 )
@@ -112,24 +113,10 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}
 	// Buckets open lazily: Run provisions them after New.
 	s.materializer = NewMaterializer(store.NewLazy(rt.JetStream()), rt.Publisher(), online)
-	decl, err := consumer("batch-validated")
-	if err != nil {
-		return nil, err
-	}
-	if err := rt.Router().Handle(decl, s.batchValidated); err != nil {
+	if err := rt.Router().HandleDeclared(map[string]bus.Handler{"batch-validated": s.batchValidated}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return s, nil
-}
-
-// consumer returns the declaration of one of the service's handlers.
-func consumer(handler string) (events.Consumer, error) {
-	for _, c := range events.ServiceConsumers()[Name] {
-		if c.Handler == handler {
-			return c, nil
-		}
-	}
-	return events.Consumer{}, fmt.Errorf("%s: no consumer %q is declared in events.ServiceConsumers", Name, handler)
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then

@@ -28,6 +28,7 @@ import (
 	"os"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 )
@@ -136,27 +137,13 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		// Buckets open lazily: Run provisions them after New.
 		ingester: NewIngester(store.NewLazy(rt.JetStream()), rt.JetStream(), rt.Publisher(), int64(cfg.MaxBatchBytes)).WithFileRoot(cfg.FileRoot),
 	}
-	decl, err := consumer("batch-arrived")
-	if err != nil {
-		return nil, err
-	}
-	if err := rt.Router().Handle(decl, s.batchArrived); err != nil {
+	if err := rt.Router().HandleDeclared(map[string]bus.Handler{"batch-arrived": s.batchArrived}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	if err := rt.Handle(UploadRoute, http.HandlerFunc(s.serveUpload)); err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-// consumer returns the declaration of one of the service's handlers.
-func consumer(handler string) (events.Consumer, error) {
-	for _, c := range events.ServiceConsumers()[Name] {
-		if c.Handler == handler {
-			return c, nil
-		}
-	}
-	return events.Consumer{}, fmt.Errorf("%s: no consumer %q is declared in events.ServiceConsumers", Name, handler)
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then

@@ -80,32 +80,13 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}
 	// Buckets open lazily: Run provisions them after New.
 	s := &Service{rt: rt, validator: NewValidator(store.NewLazy(rt.JetStream()), rt.Publisher())}
-	for _, hd := range []struct {
-		name string
-		h    bus.Handler
-	}{
-		{"batch-received", s.batchReceived},
-		{"pipeline-applied", s.pipelineApplied},
-	} {
-		decl, err := consumer(hd.name)
-		if err != nil {
-			return nil, err
-		}
-		if err := rt.Router().Handle(decl, hd.h); err != nil {
-			return nil, fmt.Errorf("%s: %w", Name, err)
-		}
+	if err := rt.Router().HandleDeclared(map[string]bus.Handler{
+		"batch-received":   s.batchReceived,
+		"pipeline-applied": s.pipelineApplied,
+	}); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	return s, nil
-}
-
-// consumer returns the declaration of one of the service's handlers.
-func consumer(handler string) (events.Consumer, error) {
-	for _, c := range events.ServiceConsumers()[Name] {
-		if c.Handler == handler {
-			return c, nil
-		}
-	}
-	return events.Consumer{}, fmt.Errorf("%s: no consumer %q is declared in events.ServiceConsumers", Name, handler)
 }
 
 // Run provisions the service's topology and runs it until ctx ends, then
