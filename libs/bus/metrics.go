@@ -49,28 +49,31 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"service", "handler"}),
 	}
 	var err error
-	if m.handled, err = register(reg, m.handled); err != nil {
+	if m.handled, err = RegisterCollector(reg, m.handled); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = RegisterCollector(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
+	if m.retries, err = RegisterCollector(reg, m.retries); err != nil {
 		return nil, err
 	}
-	if m.deadLetters, err = register(reg, m.deadLetters); err != nil {
+	if m.deadLetters, err = RegisterCollector(reg, m.deadLetters); err != nil {
 		return nil, err
 	}
-	if m.publishedN, err = register(reg, m.publishedN); err != nil {
+	if m.publishedN, err = RegisterCollector(reg, m.publishedN); err != nil {
 		return nil, err
 	}
-	if m.inFlight, err = register(reg, m.inFlight); err != nil {
+	if m.inFlight, err = RegisterCollector(reg, m.inFlight); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+// RegisterCollector registers c on reg, or returns the collector already
+// registered there under the same description: several services of one
+// process (gyre up) share a registry, and each registers its collectors.
+func RegisterCollector[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {

@@ -1,9 +1,9 @@
 package deployer
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gyrehq/gyre/libs/bus"
 )
 
 // metrics are the deployer's own Prometheus collectors.
@@ -30,32 +30,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 	}
 	var err error
-	m.requests, err = register(reg, m.requests)
+	m.requests, err = bus.RegisterCollector(reg, m.requests)
 	if err != nil {
 		return nil, err
 	}
-	m.duration, err = register(reg, m.duration)
+	m.duration, err = bus.RegisterCollector(reg, m.duration)
 	if err != nil {
 		return nil, err
 	}
-	m.predictionLogs, err = register(reg, m.predictionLogs)
+	m.predictionLogs, err = bus.RegisterCollector(reg, m.predictionLogs)
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name (a second deployer in the same process shares it).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
