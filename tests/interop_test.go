@@ -11,6 +11,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
@@ -129,20 +130,11 @@ func TestInteropBusToCloudEventsSDK(t *testing.T) {
 	_ = consumer.Close(context.Background())
 }
 
-func TestInteropCloudEventsSDKToBus(t *testing.T) {
-	srv, nc := provisioned(t)
-	subject, _ := events.Subject("elec2", events.DataBatchArrived)
-	sender, err := cejs.NewSenderFromConn(nc, events.StreamEvents, subject, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := cloudevents.NewClient(sender)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	_, js := srv.Connect(t)
-	decl := events.EventConsumer("interop", "sdk", events.DataBatchArrived)
+// receiveWithBus runs a libs/bus router with one handler on the
+// data.batch.arrived events until the test ends, and returns what it handles.
+func receiveWithBus(t *testing.T, js jetstream.JetStream, handler string) <-chan event.Event {
+	t.Helper()
+	decl := events.EventConsumer("interop", handler, events.DataBatchArrived)
 	router, err := bus.NewRouter(js, bus.RouterConfig{Service: "interop", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -157,11 +149,28 @@ func TestInteropCloudEventsSDKToBus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- router.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
-	}()
+	})
 	<-router.Running()
+	return got
+}
+
+func TestInteropCloudEventsSDKToBus(t *testing.T) {
+	srv, nc := provisioned(t)
+	subject, _ := events.Subject("elec2", events.DataBatchArrived)
+	sender, err := cejs.NewSenderFromConn(nc, events.StreamEvents, subject, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := cloudevents.NewClient(sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, js := srv.Connect(t)
+	got := receiveWithBus(t, js, "sdk")
 
 	want := arrivedEvent(t)
 	if res := client.Send(context.Background(), want); cloudevents.IsUndelivered(res) {
@@ -178,26 +187,7 @@ func TestInteropCloudEventsSDKToBus(t *testing.T) {
 func TestInteropStructuredModeFromPlainNATS(t *testing.T) {
 	srv, nc := provisioned(t)
 	_, js := srv.Connect(t)
-	decl := events.EventConsumer("interop", "structured", events.DataBatchArrived)
-	router, err := bus.NewRouter(js, bus.RouterConfig{Service: "interop", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan event.Event, 1)
-	if err := router.Handle(decl, func(_ context.Context, ev event.Event) error {
-		got <- ev
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- router.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	<-router.Running()
+	got := receiveWithBus(t, js, "structured")
 
 	want := arrivedEvent(t)
 	body, err := want.MarshalJSON()

@@ -2,18 +2,14 @@ package tests
 
 import (
 	"context"
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
-	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/models"
 	"github.com/gyrehq/gyre/libs/natstest"
-	"github.com/gyrehq/gyre/libs/pipeline"
-	"github.com/gyrehq/gyre/libs/store"
 )
 
 // slowSpec trains a model big enough (thousands of deep trees) that a worker
@@ -54,36 +50,7 @@ func TestTrainerKilledMidTraining(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	var b *store.Buckets
-	for b == nil {
-		var err error
-		if b, err = store.Open(ctx, js); err != nil {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("buckets never provisioned: %v", err)
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	p, err := pipeline.Parse([]byte(slowSpec))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := bus.NewPublisher(js, "e2e")
-	if _, err := store.ApplyPipeline(ctx, js, pub, p, "e2e"); err != nil {
-		t.Fatal(err)
-	}
-	for i, content := range elec2Slice(t, 3, 2000) {
-		ev, err := events.New("/e2e/producer", "slow", &gyrev1.DataBatchArrived{
-			Pipeline: "slow", BatchId: fmt.Sprintf("slow-%03d", i+1), Format: "csv", Content: content,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pub.Publish(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	b := feedPipeline(ctx, t, js, []byte(slowSpec), elec2Slice(t, 3, 2000))
 
 	started := waitEvent(t, js, "slow", events.TrainingStarted, 2*time.Minute)
 	var st gyrev1.TrainingStarted

@@ -138,6 +138,43 @@ func elec2Slice(t *testing.T, batches, rows int) [][]byte {
 	return out
 }
 
+// feedPipeline waits until the services have provisioned the buckets, applies
+// the spec and publishes the batches as data.batch.arrived, in order.
+func feedPipeline(ctx context.Context, t *testing.T, js jetstream.JetStream, spec []byte, batches [][]byte) *store.Buckets {
+	t.Helper()
+	var b *store.Buckets
+	for b == nil {
+		var err error
+		if b, err = store.Open(ctx, js); err != nil {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("buckets never provisioned: %v", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	p, err := pipeline.Parse(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := bus.NewPublisher(js, "e2e")
+	if _, err := store.ApplyPipeline(ctx, js, pub, p, "e2e"); err != nil {
+		t.Fatal(err)
+	}
+	for i, content := range batches {
+		ev, err := events.New("/e2e/producer", p.Name(), &gyrev1.DataBatchArrived{
+			Pipeline: p.Name(), BatchId: fmt.Sprintf("%s-%03d", p.Name(), i+1), Format: "csv", Content: content,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
 // waitEvent waits for the first stored event of a name for the pipeline.
 func waitEvent(t *testing.T, js jetstream.JetStream, pipelineName, name string, timeout time.Duration) event.Event {
 	t.Helper()
@@ -208,43 +245,13 @@ func TestLoopCascadeAcrossProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// Wait for the services' provisioning, then apply the pipeline.
-	var b *store.Buckets
-	for b == nil {
-		var err error
-		if b, err = store.Open(ctx, js); err != nil {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("buckets never provisioned: %v", err)
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
 	spec, err := os.ReadFile(filepath.Join(repoRoot(t), "examples", "elec2", "pipeline.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := pipeline.Parse(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := bus.NewPublisher(js, "e2e")
-	if _, err := store.ApplyPipeline(ctx, js, pub, p, "e2e"); err != nil {
-		t.Fatal(err)
-	}
 	// Bootstrap needs spec.model.bootstrapBatches validated batches (2) and
 	// one more kept for evaluation.
-	for i, content := range elec2Slice(t, 3, 1000) {
-		ev, err := events.New("/e2e/producer", "elec2", &gyrev1.DataBatchArrived{
-			Pipeline: "elec2", BatchId: fmt.Sprintf("e2e-%03d", i+1), Format: "csv", Content: content,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pub.Publish(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	feedPipeline(ctx, t, js, spec, elec2Slice(t, 3, 1000))
 
 	deployed := waitEvent(t, js, "elec2", events.DeploymentCompleted, 2*time.Minute)
 	all := storedEvents(t, js, "elec2")
