@@ -13,8 +13,7 @@ import (
 // later batch as if it had never been replaced: the baseline the loop is
 // measured against (static_accuracy).
 type staticScorer struct {
-	b       *bundle.Bundle
-	version int64
+	b *bundle.Bundle
 }
 
 // scoreStatic scores rows [lo, hi) with the first deployed model, loading it
@@ -47,7 +46,7 @@ func (r *demoRun) scoreStatic(ctx context.Context, b [2]int) error {
 		if err != nil {
 			return err
 		}
-		r.static = staticScorer{b: bu, version: v}
+		r.static = staticScorer{b: bu}
 	}
 	preds, err := r.static.b.PredictTable(r.data.rowsOf(b[0], b[1]))
 	if err != nil {
