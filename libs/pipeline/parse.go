@@ -312,6 +312,10 @@ const (
 	DefaultStepRequests     = 200
 	DefaultMaxErrorRate     = 0.02
 	DefaultMaxAccuracyDrop  = 0.05
+	DefaultMinLabels        = 50
+	DefaultRouteHeader      = "X-Gyre-Route-Key"
+	DefaultMaxBatchSize     = 64
+	DefaultMaxQueueDelayMs  = 1.0
 	DefaultDriftMethod      = DriftPSI
 	DefaultShareOfFeatures  = 0.3
 	DefaultMinRows          = 500
@@ -379,8 +383,20 @@ func applyDefaults(p *Pipeline) {
 	if s.Deployment.Rollback.MaxAccuracyDrop == 0 {
 		s.Deployment.Rollback.MaxAccuracyDrop = DefaultMaxAccuracyDrop
 	}
+	if s.Deployment.Rollback.MinLabels == 0 {
+		s.Deployment.Rollback.MinLabels = DefaultMinLabels
+	}
+	if s.Deployment.RouteHeader == "" {
+		s.Deployment.RouteHeader = DefaultRouteHeader
+	}
 	if s.Deployment.SampleRate == 0 {
 		s.Deployment.SampleRate = 1
+	}
+	if s.Deployment.Batching.MaxBatchSize == 0 {
+		s.Deployment.Batching.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if s.Deployment.Batching.MaxQueueDelayMs == 0 {
+		s.Deployment.Batching.MaxQueueDelayMs = DefaultMaxQueueDelayMs
 	}
 	if s.Drift.Method == "" {
 		s.Drift.Method = DefaultDriftMethod

@@ -150,21 +150,54 @@ const (
 	StrategyImmediate = "immediate"
 	StrategyCanary    = "canary"
 	StrategyShadow    = "shadow"
+	StrategyBlueGreen = "blue-green"
 )
 
 // Deployment says how a promoted model reaches traffic.
 type Deployment struct {
-	Strategy     string    `json:"strategy"`
-	Steps        []float64 `json:"steps,omitempty"`
-	StepRequests int       `json:"stepRequests"`
-	Rollback     Rollback  `json:"rollback"`
-	SampleRate   float64   `json:"sampleRate"`
+	// Strategy is immediate, canary, shadow or blue-green.
+	Strategy string `json:"strategy"`
+	// Steps are the canary's traffic percentages, ascending to 100.
+	Steps []float64 `json:"steps,omitempty"`
+	// StepRequests is how many requests the candidate serves (canary), scores
+	// (shadow) or serves after the switch (blue-green) before it is judged.
+	StepRequests int `json:"stepRequests"`
+	// RouteHeader names the request header whose value pins a caller to one
+	// variant during a canary (sticky routing); requests without it are
+	// split at random.
+	RouteHeader string   `json:"routeHeader"`
+	Rollback    Rollback `json:"rollback"`
+	SampleRate  float64  `json:"sampleRate"`
+	Batching    Batching `json:"batching"`
 }
 
-// Rollback holds the limits a canary step must stay within.
+// Rollback holds the limits a candidate must stay within while it is judged.
+// A limit of 0 is off, except where a default is filled in.
 type Rollback struct {
-	MaxErrorRate    float64 `json:"maxErrorRate"`
+	// MaxErrorRate is the largest share of failed candidate requests.
+	MaxErrorRate float64 `json:"maxErrorRate"`
+	// MaxAccuracyDrop is the largest fall of the candidate's live accuracy
+	// (from labels) below the champion's.
 	MaxAccuracyDrop float64 `json:"maxAccuracyDrop"`
+	// MaxLatencyP99Ms is the candidate's latency SLO (p99, milliseconds);
+	// 0 means no SLO.
+	MaxLatencyP99Ms float64 `json:"maxLatencyP99Ms,omitempty"`
+	// MaxPredictionDrift is the largest PSI between the candidate's and the
+	// champion's prediction distributions; 0 means not checked.
+	MaxPredictionDrift float64 `json:"maxPredictionDrift,omitempty"`
+	// MinLabels is how many labelled candidate predictions the accuracy
+	// check needs before it counts (default 50).
+	MinLabels int `json:"minLabels"`
+}
+
+// Batching groups concurrent inference requests into one model call.
+type Batching struct {
+	// MaxBatchSize is the most rows one model call scores; 1 turns batching
+	// off.
+	MaxBatchSize int `json:"maxBatchSize"`
+	// MaxQueueDelayMs is the longest a request waits for others to join its
+	// batch (the latency budget), in milliseconds.
+	MaxQueueDelayMs float64 `json:"maxQueueDelayMs"`
 }
 
 // Drift methods.
