@@ -2,7 +2,9 @@
 #
 #   make test       component tests of every module (embedded JetStream), then
 #                   integration tests against the real server at $(NATS_URL)
-#   make bench      benchmarks: libs/bus vs raw nats.go jetstream, a table
+#   make bench      benchmarks: libs/bus vs raw nats.go jetstream; libs/ml vs scikit-learn
+#                   and XGBoost (make bench-ml); /infer vs a bare handler (make
+#                   bench-serving); each a table
 #   make generate   regenerate events/gyrev1 from schemas/ (protoc + pinned protoc-gen-go)
 #   make lint       gofmt, go vet, staticcheck, go mod tidy check
 
@@ -17,7 +19,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS = $(shell go list -m -f '{{.Path}}/...')
 DIRS = $(shell go list -m -f '{{.Dir}}')
 
-.PHONY: all test test-component test-integration test-race bench bench-bus generate check-generated lint tidy build
+.PHONY: all test test-component test-integration test-race bench bench-bus bench-ml bench-serving generate check-generated lint tidy build
 
 all: lint test
 
@@ -39,11 +41,26 @@ test-integration:
 test-race:
 	env -u NATS_URL go test -race -count=1 ./libs/... ./events/...
 
-bench: bench-bus
+bench: bench-bus bench-ml bench-serving
 
 ## libs/bus vs raw nats.go jetstream in the same run (see libs/cmd/busbench).
 bench-bus:
 	go run ./libs/cmd/busbench --events 50000 --runs 3
+
+## libs/ml (GBDT, logreg) vs scikit-learn and XGBoost on three datasets, one
+## table with ratios and the issue #4 acceptance verdicts (see docs/bench-ml.md).
+## Installs Debian's python3-sklearn and python3-xgboost first when missing.
+bench-ml:
+	bash scripts/install-bench-deps.sh python3-sklearn python3-xgboost
+	/usr/bin/python3 scripts/bench_ml.py --skip-deps
+
+## The deployer's /v2/models/{name}/infer (adaptive batching on and off) vs a
+## bare net/http handler calling the same GBDT, driven by wrk: single-row and
+## 100-row requests at 1, 8 and 64 connections, the rate at half of the peak,
+## one table with ratios (see services/deployer/cmd/servebench). Installs
+## Debian's wrk first when missing.
+bench-serving:
+	bash scripts/bench-serving.sh
 
 generate:
 	bash scripts/generate.sh

@@ -46,6 +46,7 @@ terminal.`,
 	root.AddCommand(newUpCmd(), newEventsCmd(), newVersionCmd())
 	root.AddCommand(newApplyCmd(), newIngestCmd())
 	root.AddCommand(newDemoCmd())
+	root.AddCommand(newTrainCmd(), newPredictCmd(), newEvaluateCmd())
 	root.AddCommand(registryCommands()...)
 	return root
 }

@@ -35,7 +35,7 @@ type DeploymentStarted struct {
 	ModelVersion int64 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// Version serving before; 0 when none.
 	PreviousVersion int64 `protobuf:"varint,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	// Strategy: "immediate", "canary" or "shadow".
+	// Strategy: "immediate", "canary", "shadow" or "blue-green".
 	Strategy string `protobuf:"bytes,5,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// Canary traffic steps in percent (spec.deployment.steps), e.g. [10, 50, 100];
 	// empty for the other strategies.
@@ -135,7 +135,8 @@ func (x *DeploymentStarted) GetReason() string {
 }
 
 // DeploymentProgressed (dev.gyre.deployment.progressed.v1): a rollout moved
-// to its next step (canary) or reported progress (shadow).
+// to its next step: a canary's next share of traffic, or a blue-green
+// switch of all traffic to the verified candidate (step 1, 100 %).
 type DeploymentProgressed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pipeline.
@@ -146,15 +147,20 @@ type DeploymentProgressed struct {
 	ModelVersion int64 `protobuf:"varint,3,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// Version serving the rest of the traffic; 0 when none.
 	PreviousVersion int64 `protobuf:"varint,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	// Strategy: "immediate", "canary" or "shadow".
+	// Strategy: "canary" or "blue-green".
 	Strategy string `protobuf:"bytes,5,opt,name=strategy,proto3" json:"strategy,omitempty"`
 	// Index of the step now in force, 1-based (1 = steps[0]).
 	Step int32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
-	// Percent of live traffic now served by model_version (0 to 100; 0 for shadow).
+	// Percent of live traffic now served by model_version (0 to 100).
 	TrafficPercent int32 `protobuf:"varint,7,opt,name=traffic_percent,json=trafficPercent,proto3" json:"traffic_percent,omitempty"`
 	// Figures of the previous step that allowed the move, e.g.
-	// {"requests": 1200, "errorRate": 0.001, "accuracy": 0.81,
-	// "baselineAccuracy": 0.80, "p99LatencyMs": 4.2}.
+	// {"requests": 1200, "errors": 1, "errorRate": 0.001, "p99LatencyMs": 4.2,
+	// "championP99LatencyMs": 3.9, "labelled": 300, "accuracy": 0.81,
+	// "championAccuracy": 0.80 (or "baselineAccuracy", the champion's
+	// evaluation accuracy), "predictionDrift": 0.03 (PSI of the candidate's
+	// predictions against the champion's), "trafficPercent": 10}; for a
+	// blue-green switch, its verification: {"verifiedRequests",
+	// "verifiedRows", "verifyAgreement", "verifyPredictionDrift", "verifyMs"}.
 	Figures       map[string]float64 `protobuf:"bytes,8,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -247,7 +253,8 @@ func (x *DeploymentProgressed) GetFigures() map[string]float64 {
 }
 
 // DeploymentCompleted (dev.gyre.deployment.completed.v1): a rollout
-// finished: model_version serves all traffic (shadow: the shadow run ended).
+// finished: model_version serves all traffic (a shadow that passed its
+// judgement is promoted to all of it).
 type DeploymentCompleted struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pipeline.
@@ -260,9 +267,10 @@ type DeploymentCompleted struct {
 	PreviousVersion int64 `protobuf:"varint,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
 	// Strategy used.
 	Strategy string `protobuf:"bytes,5,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	// Percent of live traffic served by model_version: 100, or 0 after a shadow run.
+	// Percent of live traffic served by model_version: 100.
 	TrafficPercent int32 `protobuf:"varint,6,opt,name=traffic_percent,json=trafficPercent,proto3" json:"traffic_percent,omitempty"`
-	// Figures over the whole rollout (same keys as DeploymentProgressed.figures).
+	// Figures of the judgement that completed it (same keys as
+	// DeploymentProgressed.figures); empty for an immediate swap.
 	Figures map[string]float64 `protobuf:"bytes,7,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// Rollout time in milliseconds.
 	DurationMs    int64 `protobuf:"varint,8,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
@@ -370,11 +378,16 @@ type DeploymentRolledBack struct {
 	PreviousVersion int64 `protobuf:"varint,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
 	// Strategy of the abandoned rollout.
 	Strategy string `protobuf:"bytes,5,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	// Step in force when it was abandoned, 1-based.
+	// Step in force when it was abandoned, 1-based; 0 before any (the
+	// bundle did not load, a blue-green verification failed).
 	Step int32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
-	// Percent of traffic model_version had then.
+	// Percent of traffic model_version had then (0 for a shadow, 100 after
+	// a blue-green switch).
 	TrafficPercent int32 `protobuf:"varint,7,opt,name=traffic_percent,json=trafficPercent,proto3" json:"traffic_percent,omitempty"`
-	// Why, e.g. "errorRate 0.05 > maxErrorRate 0.02", "manual".
+	// Why: every limit broken, with its figures, e.g. "errorRate 0.05 >
+	// maxErrorRate 0.02 (10 of 200 requests failed); p99LatencyMs 31 >
+	// maxLatencyP99Ms 10 (...); version 3 keeps serving", or "superseded by
+	// version 5".
 	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Figures that triggered it (same keys as DeploymentProgressed.figures).
 	Figures       map[string]float64 `protobuf:"bytes,9,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
@@ -570,8 +583,11 @@ type PredictionLogged struct {
 	ModelVersion int64 `protobuf:"varint,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	// Deployment id in force; empty when unknown.
 	DeploymentId string `protobuf:"bytes,3,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
-	// Which traffic: "champion", "canary" or "shadow" (shadow outputs were not
-	// returned to the client).
+	// Which traffic: "champion", "canary" (the candidate under judgement
+	// answering: a canary's share, or all traffic after a blue-green switch)
+	// or "shadow" (a shadow candidate's scores of a copy of the champion's
+	// requests, under the same prediction ids; they were not returned to the
+	// client).
 	Variant string `protobuf:"bytes,4,opt,name=variant,proto3" json:"variant,omitempty"`
 	// Names of the numeric inputs, in the order of Prediction.values.
 	Features []string `protobuf:"bytes,5,rep,name=features,proto3" json:"features,omitempty"`

@@ -272,6 +272,85 @@ func (c Column) apply(raw string, missing bool, dst [][]float64, row int) error 
 	if err != nil {
 		return &Error{Row: row + 1, Column: c.Name, Reason: err.Error()}
 	}
+	x, err = c.number(x, row+1)
+	if err != nil {
+		return err
+	}
+	dst[0][row] = x
+	return nil
+}
+
+// Width returns how many model inputs the column produces: one per category
+// for onehot, else one.
+func (c Column) Width() int {
+	if c.Transform == pipeline.TransformOneHot {
+		return len(c.Categories)
+	}
+	return 1
+}
+
+// Encode writes the transform of one raw cell into dst (Width values), as
+// Row does (an absent or empty value is missing), without allocating: the
+// form serving uses on its request path. row is the 1-based row an error
+// names.
+func (c Column) Encode(raw string, missing bool, dst []float64, row int) error {
+	missing = missing || raw == ""
+	if c.Transform == pipeline.TransformOneHot || !c.Numeric {
+		v := strings.TrimSpace(raw)
+		if c.Transform == pipeline.TransformOneHot {
+			for k, cat := range c.Categories {
+				dst[k] = 0
+				if !missing && cat == v {
+					dst[k] = 1
+				}
+			}
+			return nil
+		}
+		dst[0] = math.NaN()
+		if k := slices.Index(c.Categories, v); !missing && k >= 0 {
+			dst[0] = float64(k)
+		}
+		return nil
+	}
+	if missing {
+		dst[0] = math.NaN()
+		return nil
+	}
+	x, err := parseNumber(raw)
+	if err != nil {
+		return &Error{Row: row, Column: c.Name, Reason: err.Error()}
+	}
+	return c.EncodeNumber(x, dst, row)
+}
+
+// EncodeNumber is Encode for a cell given as a number: NaN is missing,
+// infinities are refused as Row refuses them, and a text column sees the
+// number's shortest decimal form.
+func (c Column) EncodeNumber(x float64, dst []float64, row int) error {
+	if c.Transform == pipeline.TransformOneHot || !c.Numeric {
+		if math.IsNaN(x) {
+			return c.Encode("", true, dst, row)
+		}
+		return c.Encode(strconv.FormatFloat(x, 'g', -1, 64), false, dst, row)
+	}
+	if math.IsNaN(x) {
+		dst[0] = math.NaN()
+		return nil
+	}
+	if math.IsInf(x, 0) {
+		return &Error{Row: row, Column: c.Name, Reason: fmt.Sprintf("%g is not a finite number", x)}
+	}
+	x, err := c.number(x, row)
+	if err != nil {
+		return err
+	}
+	dst[0] = x
+	return nil
+}
+
+// number applies a numeric column's transform to a parsed value; row is
+// 1-based.
+func (c Column) number(x float64, row int) (float64, error) {
 	switch c.Transform {
 	case pipeline.TransformStandardize:
 		if c.Std > 0 {
@@ -287,14 +366,13 @@ func (c Column) apply(raw string, missing bool, dst [][]float64, row int) error 
 		}
 	case pipeline.TransformLog1p:
 		if x <= -1 {
-			return &Error{Row: row + 1, Column: c.Name, Reason: fmt.Sprintf("log1p of %g is undefined", x)}
+			return 0, &Error{Row: row, Column: c.Name, Reason: fmt.Sprintf("log1p of %g is undefined", x)}
 		}
 		x = math.Log1p(x)
 	case pipeline.TransformBucketize:
 		x = float64(sort.SearchFloat64s(c.Buckets, x))
 	}
-	dst[0][row] = x
-	return nil
+	return x, nil
 }
 
 func parseNumber(s string) (float64, error) {

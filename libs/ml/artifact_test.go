@@ -41,6 +41,10 @@ var testModels = sync.OnceValue(func() map[string]Model {
 	train("logreg-binary", "logreg", nil, bin)
 	train("logreg-multi", "logreg", Params{"l2": 0.5}, multi)
 	train("logreg-categorical", "logreg", nil, cat)
+	train("mlp-binary", "mlp", Params{"hidden": "8,4", "epochs": 20}, bin)
+	train("mlp-multi", "mlp", Params{"hidden": 6, "activation": "tanh", "epochs": 10, "earlyStopping": true}, multi)
+	train("mlp-regression", "mlp", Params{"hidden": 5, "epochs": 10}, reg)
+	train("mlp-categorical", "mlp", Params{"hidden": []any{}, "epochs": 5}, cat)
 	return out
 })
 
@@ -167,6 +171,7 @@ func TestLoadRejectsBadArtifacts(t *testing.T) {
 	t.Parallel()
 	good := artifactBytes(t, testModels()["gbdt-binary"])
 	goodLR := artifactBytes(t, testModels()["logreg-binary"])
+	goodMLP := artifactBytes(t, testModels()["mlp-binary"])
 	replace := func(b []byte, old, new string) []byte {
 		if !bytes.Contains(b, []byte(old)) {
 			t.Fatalf("artifact does not contain %q", old)
@@ -188,6 +193,7 @@ func TestLoadRejectsBadArtifacts(t *testing.T) {
 		{"tampered leaf", replace(good, `"value":[0`, `"value":[1`), "checksum mismatch"},
 		{"tampered param", replace(good, `"trees":30`, `"trees":31`), "checksum mismatch"},
 		{"tampered logreg weight", replace(goodLR, `"weights":[[`, `"weights":[[1`), "checksum mismatch"},
+		{"tampered mlp weight", replace(goodMLP, `"weights":[[`, `"weights":[[1,`), "checksum mismatch"},
 		{"no checksum", replace(good, `,"checksum":"sha256:`, `,"x":"`), "unknown field"},
 		{"unknown field", replace(good, `"format"`, `"extra":1,"format"`), "unknown field"},
 	}
@@ -238,7 +244,7 @@ func TestLoadStructuralChecks(t *testing.T) {
 		{"baseline length", func(p *gbdtPayload, _ *artifact) { p.Baseline = nil }, "baseline"},
 		{"importance length", func(p *gbdtPayload, _ *artifact) { p.Importance = p.Importance[:1] }, "importance"},
 		{"trees per iteration", func(p *gbdtPayload, _ *artifact) { p.TreesPerIteration = 2 }, "trees per iteration"},
-		{"unknown algorithm", func(_ *gbdtPayload, a *artifact) { a.Algorithm = "mlp" }, "unknown algorithm"},
+		{"unknown algorithm", func(_ *gbdtPayload, a *artifact) { a.Algorithm = "svm" }, "unknown algorithm"},
 		{"bad param", func(_ *gbdtPayload, a *artifact) { a.Params["trees"] = -1.0 }, `param "trees"`},
 		{"no inputs", func(_ *gbdtPayload, a *artifact) { a.Signature.Inputs = nil }, "no inputs"},
 		{"duplicate input", func(_ *gbdtPayload, a *artifact) { a.Signature.Inputs[1].Name = "x0" }, "duplicate input"},
@@ -262,6 +268,70 @@ func TestLoadStructuralChecks(t *testing.T) {
 				t.Fatalf("got %v, want an ArtifactError containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestLoadMLPStructuralChecks does the same for mlp artifacts.
+func TestLoadMLPStructuralChecks(t *testing.T) {
+	t.Parallel()
+	good := artifactBytes(t, testModels()["mlp-binary"])
+	goodReg := artifactBytes(t, testModels()["mlp-regression"])
+	cases := []struct {
+		name   string
+		base   []byte
+		mutate func(p *mlpPayload, a *artifact)
+		want   string
+	}{
+		{"unchanged", good, func(*mlpPayload, *artifact) {}, ""},
+		{"missing layer", good, func(p *mlpPayload, _ *artifact) { p.Layers = p.Layers[1:] }, "2 layers, want 3"},
+		{"params disagree", good, func(_ *mlpPayload, a *artifact) { a.Params["hidden"] = []any{8.0, 5.0} }, "weight rows"},
+		{"short weight row", good, func(p *mlpPayload, _ *artifact) { p.Layers[1].Weights[2] = p.Layers[1].Weights[2][1:] }, "weight row 2 has 7 values, want 8"},
+		{"extra weight row", good, func(p *mlpPayload, _ *artifact) {
+			p.Layers[2].Weights = append(p.Layers[2].Weights, p.Layers[2].Weights[0])
+		}, "2 weight rows"},
+		{"short bias", good, func(p *mlpPayload, _ *artifact) { p.Layers[0].Bias = p.Layers[0].Bias[1:] }, "biases"},
+		{"hidden activation", good, func(p *mlpPayload, _ *artifact) { p.Layers[0].Activation = "tanh" }, `activation "tanh", want "relu"`},
+		{"output activation", good, func(p *mlpPayload, _ *artifact) { p.Layers[2].Activation = "softmax" }, `want "sigmoid"`},
+		{"scaler width", good, func(p *mlpPayload, _ *artifact) { p.Scaler.Mean = p.Scaler.Mean[1:] }, "scaler"},
+		{"zero scale", good, func(p *mlpPayload, _ *artifact) { p.Scaler.Scale[0] = 0 }, "bad standardisation"},
+		{"target on classifier", good, func(p *mlpPayload, _ *artifact) { p.Target = &targetPayload{Mean: 1, Scale: 1} }, "no target scaling"},
+		{"bad target scale", goodReg, func(p *mlpPayload, _ *artifact) { p.Target.Scale = -1 }, "bad target scaling"},
+		{"bad activation param", good, func(_ *mlpPayload, a *artifact) { a.Params["activation"] = "softmax" }, `param "activation"`},
+		{"huge", good, func(_ *mlpPayload, a *artifact) { a.Params["hidden"] = []any{65536.0, 65536.0} }, "parameters, more than"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var a artifact
+			var p mlpPayload
+			if err := json.Unmarshal(c.base, &a); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(a.Model, &p); err != nil {
+				t.Fatal(err)
+			}
+			c.mutate(&p, &a)
+			a.Model, _ = json.Marshal(p)
+			a.Checksum, _ = checksum(a)
+			b, _ := json.Marshal(a)
+			_, err := Load(bytes.NewReader(b))
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("re-encoded artifact: %v", err)
+				}
+				return
+			}
+			var ae *ArtifactError
+			if !errors.As(err, &ae) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an ArtifactError containing %q", err, c.want)
+			}
+		})
+	}
+	// A non-finite weight cannot be written as JSON at all; spell it as a
+	// number too large for a float64.
+	bad := bytes.Replace(good, []byte(`"weights":[[`), []byte(`"weights":[[1e999,`), 1)
+	if _, err := load(bytes.NewReader(bad), false); err == nil {
+		t.Fatal("an out-of-range weight loaded")
 	}
 }
 
@@ -302,6 +372,8 @@ func FuzzLoad(f *testing.F) {
 		mustTrain(f, "gbdt", Params{"trees": 2, "minSamplesLeaf": 1}, cat, TrainOptions{}),
 		mustTrain(f, "logreg", nil, multi, TrainOptions{}),
 		mustTrain(f, "logreg", nil, cat, TrainOptions{}),
+		mustTrain(f, "mlp", Params{"hidden": 2, "epochs": 1}, binary, TrainOptions{}),
+		mustTrain(f, "mlp", Params{"hidden": "2,2", "epochs": 1}, cat, TrainOptions{}),
 	}
 	for _, m := range seeds {
 		b := artifactBytes(f, m)
@@ -309,6 +381,8 @@ func FuzzLoad(f *testing.F) {
 		f.Add(b[:len(b)/3])
 		f.Add(bytes.Replace(b, []byte(`"left":[1`), []byte(`"left":[0`), 1))
 		f.Add(bytes.Replace(b, []byte(`"feature":[`), []byte(`"feature":[9`), 1))
+		f.Add(bytes.Replace(b, []byte(`"weights":[[`), []byte(`"weights":[[1,`), 1))
+		f.Add(bytes.Replace(b, []byte(`"hidden":[2`), []byte(`"hidden":[3`), 1))
 		f.Add(gzipped(f, b))
 	}
 	f.Add([]byte(`{"format":"gyre.model/v1"}`))

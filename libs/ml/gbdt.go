@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"runtime"
 	"slices"
 )
 
@@ -66,6 +65,8 @@ type GBDT struct {
 	// roots[t] is the root of tree t; tree t belongs to output t % outs.
 	roots      []int32
 	importance []float64
+	// forest is the compiled form of the trees that prediction walks.
+	forest *forest
 }
 
 // Signature returns the model's inputs and outputs.
@@ -81,24 +82,6 @@ func (m *GBDT) NumTrees() int { return len(m.roots) }
 // of the splits on it (sum over trees of the decrease of the second-order
 // loss approximation, as in LightGBM's "gain" importance).
 func (m *GBDT) FeatureImportance() []float64 { return slices.Clone(m.importance) }
-
-// rawInto writes the raw scores of one row into dst (len outs); it reports
-// false for a row of the wrong width.
-func (m *GBDT) rawInto(dst, x []float64) bool {
-	if len(x) != len(m.sig.Inputs) {
-		return false
-	}
-	copy(dst, m.baseline)
-	nodes := m.nodes
-	k := 0
-	for _, r := range m.roots {
-		dst[k] += walk(nodes, r, x)
-		if k++; k == m.outs {
-			k = 0
-		}
-	}
-	return true
-}
 
 // walk returns the leaf value of the tree rooted at i for row x (x must
 // have every feature the tree uses). The common case compiles to a
@@ -134,19 +117,11 @@ const predictChunk = 512
 // logits for multiclass, the value for regression), before the link
 // function.
 func (m *GBDT) PredictRaw(x [][]float64) [][]float64 {
+	flat := m.rawScores(x)
 	out := make([][]float64, len(x))
-	flat := make([]float64, len(x)*m.outs)
-	forChunks(len(x), predictChunk, runtime.GOMAXPROCS(0), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			r := flat[i*m.outs : (i+1)*m.outs : (i+1)*m.outs]
-			if !m.rawInto(r, x[i]) {
-				for k := range r {
-					r[k] = math.NaN()
-				}
-			}
-			out[i] = r
-		}
-	})
+	for i := range out {
+		out[i] = flat[i*m.outs : (i+1)*m.outs : (i+1)*m.outs]
+	}
 	return out
 }
 
@@ -155,40 +130,43 @@ func (m *GBDT) PredictProba(x [][]float64) [][]float64 {
 	if m.sig.Task != Classification {
 		return nil
 	}
+	raw := m.rawScores(x)
 	k := len(m.sig.Classes)
 	out := make([][]float64, len(x))
-	flat := make([]float64, len(x)*k)
-	forChunks(len(x), predictChunk, runtime.GOMAXPROCS(0), func(_, lo, hi int) {
-		raw := make([]float64, m.outs)
-		for i := lo; i < hi; i++ {
-			p := flat[i*k : (i+1)*k : (i+1)*k]
-			out[i] = p
-			if !m.rawInto(raw, x[i]) {
-				for c := range p {
-					p[c] = math.NaN()
-				}
-				continue
-			}
-			copy(p, probaFromRaw(raw, k))
+	flat := raw
+	if k == 2 {
+		flat = make([]float64, len(x)*2)
+		for i, z := range raw {
+			p := sigmoid(z)
+			flat[2*i], flat[2*i+1] = 1-p, p
 		}
-	})
+	} else {
+		for i := range out {
+			softmaxInPlace(flat[i*k : (i+1)*k])
+		}
+	}
+	for i := range out {
+		out[i] = flat[i*k : (i+1)*k : (i+1)*k]
+	}
 	return out
 }
 
 // Predict returns the most probable class index (classification) or the
 // predicted value (regression) per row.
 func (m *GBDT) Predict(x [][]float64) []float64 {
+	raw := m.rawScores(x)
+	if m.outs == 1 && m.sig.Task == Regression {
+		return raw
+	}
 	out := make([]float64, len(x))
-	forChunks(len(x), predictChunk, runtime.GOMAXPROCS(0), func(_, lo, hi int) {
-		raw := make([]float64, m.outs)
-		for i := lo; i < hi; i++ {
-			if !m.rawInto(raw, x[i]) {
-				out[i] = math.NaN()
-				continue
-			}
-			out[i] = predictFromRaw(m.sig.Task, raw)
+	for i := range out {
+		r := raw[i*m.outs : (i+1)*m.outs]
+		if len(x[i]) != len(m.sig.Inputs) {
+			out[i] = math.NaN()
+			continue
 		}
-	})
+		out[i] = predictFromRaw(m.sig.Task, r)
+	}
 	return out
 }
 
@@ -326,5 +304,6 @@ func decodeGBDT(raw json.RawMessage, sig Signature, info ModelInfo) (Model, erro
 		}
 		m.roots = append(m.roots, base)
 	}
+	m.forest = compileForest(m.nodes, m.roots, m.outs, len(sig.Inputs))
 	return m, nil
 }

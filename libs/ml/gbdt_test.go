@@ -5,6 +5,7 @@ import (
 	"context"
 	"math"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -399,17 +400,36 @@ func BenchmarkGBDTTrain5k(b *testing.B) {
 	}
 }
 
-func BenchmarkGBDTPredict(b *testing.B) {
+// predictBenchData is the prediction benchmark of issue #4: 100 trees of
+// depth 6 (maxLeaves 0, so every tree is full-depth where the data allows)
+// on 10 features, scored on 100k rows.
+func predictBenchData(b *testing.B) (*GBDT, [][]float64) {
+	b.Helper()
 	r := newRand(12)
-	rows, y := driftingStream(r, 6000)
-	d := mustMatrix(b, rows[:5000], y[:5000], Classification)
-	m := mustTrain(b, "gbdt", Params{"trees": 100, "maxDepth": 6}, d, TrainOptions{})
-	x := rows[5000:]
+	gen := func(n int) ([][]float64, []float64) {
+		rows := uniformRows(r, n, 10)
+		y := make([]float64, n)
+		for i, x := range rows {
+			z := math.Sin(6*x[0]) + x[1]*x[2] - x[3] + 0.5*x[4]*x[4] - 0.3*x[5] + 0.2*r.NormFloat64()
+			if z > 0 {
+				y[i] = 1
+			}
+		}
+		return rows, y
+	}
+	rows, y := gen(20000)
+	m := mustTrain(b, "gbdt", Params{"trees": 100, "maxDepth": 6, "maxLeaves": 0}, mustMatrix(b, rows, y, Classification), TrainOptions{}).(*GBDT)
+	x, _ := gen(100000)
+	return m, x
+}
+
+func BenchmarkGBDTPredict(b *testing.B) {
+	m, x := predictBenchData(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		m.PredictProba(x)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/row")
+	b.ReportMetric(float64(b.N*len(x))/b.Elapsed().Seconds(), "rows/s")
 }
 
 func BenchmarkLogRegTrain5k(b *testing.B) {
@@ -421,4 +441,46 @@ func BenchmarkLogRegTrain5k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkGBDTPredictFlat scores a serving-style flat row-major batch.
+func BenchmarkGBDTPredictFlat(b *testing.B) {
+	m, x := predictBenchData(b)
+	flat := make([]float64, 0, len(x)*len(x[0]))
+	for _, r := range x {
+		flat = append(flat, r...)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.PredictRawFlat(flat, len(x))
+	}
+	b.ReportMetric(float64(b.N*len(x))/b.Elapsed().Seconds(), "rows/s")
+}
+
+// refRaw is the row-at-a-time reference: the baseline plus each tree's
+// leaf value in tree order, walking the uncompiled trees.
+func refRaw(m *GBDT, x []float64) []float64 {
+	dst := slices.Clone(m.baseline)
+	k := 0
+	for _, r := range m.roots {
+		dst[k] += walk(m.nodes, r, x)
+		if k++; k == m.outs {
+			k = 0
+		}
+	}
+	return dst
+}
+
+// BenchmarkGBDTPredictRowAtATime is the walk prediction used before the
+// compiled forest, for comparison in the same run.
+func BenchmarkGBDTPredictRowAtATime(b *testing.B) {
+	m, x := predictBenchData(b)
+	for b.Loop() {
+		forChunks(len(x), predictChunk, runtime.GOMAXPROCS(0), func(_, lo, hi int) {
+			for i := lo; i < hi; i++ {
+				refRaw(m, x[i])
+			}
+		})
+	}
+	b.ReportMetric(float64(b.N*len(x))/b.Elapsed().Seconds(), "rows/s")
 }

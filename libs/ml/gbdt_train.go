@@ -1,6 +1,7 @@
 package ml
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -25,7 +26,8 @@ import (
 //     child's rows.
 //   - Histograms are built in parallel across features. Each feature's
 //     histogram is summed by one goroutine in row order, so the result does
-//     not depend on the number of cores.
+//     not depend on the number of cores. (gbdt_hist.go has the growth and
+//     its data layout, gbdt_bins.go the binning, gbdt_pool.go the workers.)
 
 // binSubsample caps the rows used to find bin edges (like scikit-learn).
 const binSubsample = 200_000
@@ -41,423 +43,6 @@ type gbdtConfig struct {
 	trees, maxDepth, maxLeaves, minLeaf, maxBins, patience int
 	lr, l2, valFrac                                        float64
 	early                                                  bool
-}
-
-// binEdges computes the bin edges of one column: a value x falls in bin
-// #{edges < x}, so "bin <= b" is exactly "x <= edges[b]" and a split found on
-// bins is reproduced on raw values by the threshold edges[b].
-func binEdges(col []float64, rows []int, maxBins int) []float64 {
-	vals := make([]float64, 0, len(rows))
-	if rows == nil {
-		for _, v := range col {
-			if !math.IsNaN(v) {
-				vals = append(vals, v)
-			}
-		}
-	} else {
-		for _, r := range rows {
-			if v := col[r]; !math.IsNaN(v) {
-				vals = append(vals, v)
-			}
-		}
-	}
-	slices.Sort(vals)
-	distinct := slices.Compact(slices.Clone(vals))
-	if len(distinct) <= maxBins {
-		edges := make([]float64, 0, max(len(distinct)-1, 0))
-		for i := 0; i+1 < len(distinct); i++ {
-			edges = append(edges, distinct[i]+(distinct[i+1]-distinct[i])/2)
-		}
-		return edges
-	}
-	// Quantiles at k/maxBins, k = 1..maxBins-1, with midpoint
-	// interpolation (numpy's percentile(method="midpoint"), as
-	// scikit-learn uses), then duplicates removed.
-	n := len(vals)
-	edges := make([]float64, 0, maxBins-1)
-	for k := 1; k < maxBins; k++ {
-		pos := float64(k) / float64(maxBins) * float64(n-1)
-		lo, hi := int(math.Floor(pos)), int(math.Ceil(pos))
-		e := vals[lo] + (vals[hi]-vals[lo])/2
-		if len(edges) == 0 || e > edges[len(edges)-1] {
-			edges = append(edges, e)
-		}
-	}
-	return edges
-}
-
-// binColumn maps a column to bins; NaN goes to the missing bin len(edges)+1.
-func binColumn(col []float64, edges []float64) []uint8 {
-	out := make([]uint8, len(col))
-	missing := uint8(len(edges) + 1)
-	for i, v := range col {
-		if math.IsNaN(v) {
-			out[i] = missing
-			continue
-		}
-		// Binary search for the number of edges < v.
-		lo, hi := 0, len(edges)
-		for lo < hi {
-			mid := int(uint(lo+hi) >> 1)
-			if edges[mid] < v {
-				lo = mid + 1
-			} else {
-				hi = mid
-			}
-		}
-		out[i] = uint8(lo)
-	}
-	return out
-}
-
-// histBin accumulates one bin of a gradient/hessian histogram.
-type histBin struct {
-	g, h float64
-	n    int
-}
-
-// splitInfo is the best split of a node.
-type splitInfo struct {
-	gain     float64
-	feature  int
-	bin      int // rows with bin <= bin go left (plus missing if missLeft)
-	missLeft bool
-	// hadMissing records whether the node had missing values for feature.
-	hadMissing     bool
-	gL, hL, gR, hR float64
-	nL, nR         int
-}
-
-// growNode is a node during growth.
-type growNode struct {
-	id         int // index into the tree's node slice
-	start, end int // rows idx[start:end]
-	g, h       float64
-	n, depth   int
-	hist       []histBin
-	best       splitInfo
-	splittable bool
-}
-
-// grower grows one tree at a time over fixed binned data.
-type grower struct {
-	cfg      gbdtConfig
-	binned   [][]uint8
-	edges    [][]float64
-	nBins    []int // non-missing bins per feature; the missing bin is nBins[f]
-	histOff  []int // start of feature f in a node histogram
-	histLen  int
-	workers  int
-	idx      []int32 // row indices, partitioned by node
-	scratch  []int32
-	free     [][]histBin
-	perFeat  []splitInfo
-	perFeat2 []splitInfo
-}
-
-func newGrower(cfg gbdtConfig, binned [][]uint8, edges [][]float64, n, workers int) *grower {
-	gr := &grower{cfg: cfg, binned: binned, edges: edges, workers: workers}
-	gr.nBins = make([]int, len(edges))
-	gr.histOff = make([]int, len(edges))
-	for f, e := range edges {
-		gr.nBins[f] = len(e) + 1
-		gr.histOff[f] = gr.histLen
-		gr.histLen += len(e) + 2
-	}
-	gr.idx = make([]int32, n)
-	gr.scratch = make([]int32, n)
-	gr.perFeat = make([]splitInfo, len(edges))
-	gr.perFeat2 = make([]splitInfo, len(edges))
-	return gr
-}
-
-func (gr *grower) allocHist() []histBin {
-	if k := len(gr.free); k > 0 {
-		h := gr.free[k-1]
-		gr.free = gr.free[:k-1]
-		return h
-	}
-	return make([]histBin, gr.histLen)
-}
-
-func (gr *grower) releaseHist(h []histBin) {
-	if h != nil {
-		gr.free = append(gr.free, h)
-	}
-}
-
-// buildFeature fills feature f's histogram of the rows of nd.
-func (gr *grower) buildFeature(hist []histBin, f int, rows []int32, g, h []float64) {
-	hf := hist[gr.histOff[f] : gr.histOff[f]+gr.nBins[f]+1]
-	clear(hf)
-	col := gr.binned[f]
-	for _, r := range rows {
-		b := &hf[col[r]]
-		b.g += g[r]
-		b.h += h[r]
-		b.n++
-	}
-}
-
-// subtractFeature turns parent's feature f histogram into parent - child.
-func (gr *grower) subtractFeature(parent, child []histBin, f int) {
-	lo, hi := gr.histOff[f], gr.histOff[f]+gr.nBins[f]+1
-	p, c := parent[lo:hi], child[lo:hi]
-	for i := range p {
-		p[i].g -= c[i].g
-		p[i].h -= c[i].h
-		p[i].n -= c[i].n
-	}
-}
-
-// canSplit reports whether a node may be split at all.
-func (gr *grower) canSplit(nd *growNode) bool {
-	if gr.cfg.maxDepth > 0 && nd.depth >= gr.cfg.maxDepth {
-		return false
-	}
-	return nd.n >= 2*gr.cfg.minLeaf && nd.h >= 2*minHessianToSplit
-}
-
-// bestForFeature finds the best split of nd on feature f.
-func (gr *grower) bestForFeature(nd *growNode, f int) splitInfo {
-	best := splitInfo{gain: math.Inf(-1), feature: -1}
-	hf := nd.hist[gr.histOff[f] : gr.histOff[f]+gr.nBins[f]+1]
-	nb := gr.nBins[f]
-	miss := hf[nb]
-	l2, minLeaf := gr.cfg.l2, gr.cfg.minLeaf
-	G, H, N := nd.g, nd.h, nd.n
-	parentScore := G * G / (H + l2)
-	consider := func(b int, missLeft bool, gl, hl float64, nl int) bool {
-		gR, hR, nR := G-gl, H-hl, N-nl
-		if nl < minLeaf || hl < minHessianToSplit {
-			return true // left still too small: keep scanning
-		}
-		if nR < minLeaf || hR < minHessianToSplit {
-			return false // right only shrinks from here
-		}
-		gain := gl*gl/(hl+l2) + gR*gR/(hR+l2) - parentScore
-		if gain > best.gain {
-			best = splitInfo{gain: gain, feature: f, bin: b, missLeft: missLeft, hadMissing: miss.n > 0,
-				gL: gl, hL: hl, nL: nl, gR: gR, hR: hR, nR: nR}
-		}
-		return true
-	}
-	// Missing values on the right. b = nb-1 puts every non-missing value
-	// left and only the missing ones right.
-	var gl, hl float64
-	var nl int
-	for b := 0; b < nb; b++ {
-		if b == nb-1 && miss.n == 0 {
-			break
-		}
-		if hf[b].n == 0 && b < nb-1 {
-			// An empty bin leaves the partition, hence the gain, as it
-			// was at b-1, which already won ties: skipping it changes
-			// nothing but time. (b = nb-1 is the "missing only on the
-			// right" split and is always considered.)
-			continue
-		}
-		gl += hf[b].g
-		hl += hf[b].h
-		nl += hf[b].n
-		if !consider(b, false, gl, hl, nl) {
-			break
-		}
-	}
-	// Missing values on the left.
-	if miss.n > 0 {
-		gl, hl, nl = miss.g, miss.h, miss.n
-		for b := 0; b < nb-1; b++ {
-			if hf[b].n == 0 {
-				continue
-			}
-			gl += hf[b].g
-			hl += hf[b].h
-			nl += hf[b].n
-			if !consider(b, true, gl, hl, nl) {
-				break
-			}
-		}
-	}
-	return best
-}
-
-// pickBest reduces per-feature candidates in feature order (ties go to the
-// lower feature), so the choice is independent of scheduling.
-func pickBest(cands []splitInfo) (splitInfo, bool) {
-	best := splitInfo{gain: math.Inf(-1), feature: -1}
-	for _, c := range cands {
-		if c.feature >= 0 && c.gain > best.gain {
-			best = c
-		}
-	}
-	return best, best.feature >= 0 && best.gain > 0
-}
-
-// parallelMinWork is the smallest rows×features product worth spreading
-// over goroutines; below it the goroutine hand-off costs more than it saves.
-const parallelMinWork = 16384
-
-func (gr *grower) workersFor(rows int) int {
-	if rows*len(gr.binned) < parallelMinWork {
-		return 1
-	}
-	return gr.workers
-}
-
-// tree is a fitted tree before it is appended to the model.
-type tree struct {
-	nodes []node
-	gains []float64 // per feature, this tree's total split gain
-}
-
-// grow fits one tree to gradients g and hessians h and returns it together
-// with, per leaf, the rows it holds (for updating raw predictions).
-func (gr *grower) grow(g, h []float64, rootG, rootH float64) (tree, []growNode) {
-	n := len(gr.idx)
-	for i := range gr.idx {
-		gr.idx[i] = int32(i)
-	}
-	t := tree{gains: make([]float64, len(gr.binned))}
-	t.nodes = append(t.nodes, node{feature: -1})
-	root := growNode{id: 0, start: 0, end: n, g: rootG, h: rootH, n: n}
-	var leaves []growNode
-	var cands []growNode
-	if gr.canSplit(&root) {
-		root.hist = gr.allocHist()
-		forEach(len(gr.binned), gr.workersFor(n), func(f int) {
-			gr.buildFeature(root.hist, f, gr.idx, g, h)
-			gr.perFeat[f] = gr.bestForFeature(&root, f)
-		})
-		root.best, root.splittable = pickBest(gr.perFeat)
-	}
-	if root.splittable {
-		cands = append(cands, root)
-	} else {
-		gr.releaseHist(root.hist)
-		leaves = append(leaves, root)
-	}
-	nLeaves := 1
-	for len(cands) > 0 && (gr.cfg.maxLeaves == 0 || nLeaves < gr.cfg.maxLeaves) {
-		// Best-first: the candidate with the largest gain, the oldest node
-		// on ties (deterministic).
-		bi := 0
-		for i := 1; i < len(cands); i++ {
-			if cands[i].best.gain > cands[bi].best.gain {
-				bi = i
-			}
-		}
-		parent := cands[bi]
-		cands = slices.Delete(cands, bi, bi+1)
-		left, right := gr.split(&t, &parent)
-		nLeaves++
-		gr.prepareChildren(&parent, &left, &right, g, h)
-		for _, c := range []growNode{left, right} {
-			if c.splittable {
-				cands = append(cands, c)
-			} else {
-				gr.releaseHist(c.hist)
-				c.hist = nil
-				leaves = append(leaves, c)
-			}
-		}
-	}
-	for _, c := range cands {
-		gr.releaseHist(c.hist)
-		c.hist = nil
-		leaves = append(leaves, c)
-	}
-	// Leaf values: the Newton step -G/(H+λ), shrunk by the learning rate.
-	for _, lf := range leaves {
-		v := 0.0
-		if d := lf.h + gr.cfg.l2; d > 0 {
-			v = -gr.cfg.lr * lf.g / d
-		}
-		t.nodes[lf.id].value = v
-	}
-	return t, leaves
-}
-
-// split partitions parent's rows and records the split in t.
-func (gr *grower) split(t *tree, parent *growNode) (growNode, growNode) {
-	s := parent.best
-	col := gr.binned[s.feature]
-	missing := uint8(gr.nBins[s.feature])
-	missLeft := s.missLeft
-	if !s.hadMissing {
-		// No missing values reached this node on this feature: send
-		// future ones where most training rows went.
-		missLeft = s.nL > s.nR
-	}
-	thr := math.MaxFloat64 // b = nBins-1: every non-missing value goes left
-	if s.bin < gr.nBins[s.feature]-1 {
-		thr = gr.edges[s.feature][s.bin]
-	}
-	// Stable partition: each child keeps rows in increasing order, which
-	// keeps histogram building cache-friendly and deterministic.
-	var goLeft [256]bool
-	for b := 0; b <= s.bin; b++ {
-		goLeft[b] = true
-	}
-	goLeft[missing] = s.missLeft
-	rows := gr.idx[parent.start:parent.end]
-	nl, nr := 0, 0
-	tmp := gr.scratch[:len(rows)]
-	for _, r := range rows {
-		if goLeft[col[r]] {
-			rows[nl] = r
-			nl++
-		} else {
-			tmp[nr] = r
-			nr++
-		}
-	}
-	copy(rows[nl:], tmp[:nr])
-	li, ri := len(t.nodes), len(t.nodes)+1
-	t.nodes = append(t.nodes, node{feature: -1}, node{feature: -1})
-	t.nodes[parent.id] = node{feature: int32(s.feature), threshold: thr, left: int32(li), right: int32(ri), missLeft: missLeft}
-	t.gains[s.feature] += s.gain
-	left := growNode{id: li, start: parent.start, end: parent.start + nl, g: s.gL, h: s.hL, n: s.nL, depth: parent.depth + 1}
-	right := growNode{id: ri, start: parent.start + nl, end: parent.end, g: s.gR, h: s.hR, n: s.nR, depth: parent.depth + 1}
-	return left, right
-}
-
-// prepareChildren computes the histograms and best splits of both children:
-// the smaller child is scanned, the larger one is parent minus smaller
-// (reusing the parent's histogram memory).
-func (gr *grower) prepareChildren(parent, left, right *growNode, g, h []float64) {
-	needL, needR := gr.canSplit(left), gr.canSplit(right)
-	if !needL && !needR {
-		gr.releaseHist(parent.hist)
-		parent.hist = nil
-		return
-	}
-	small, large := left, right
-	needSmall, needLarge := needL, needR
-	if right.n < left.n {
-		small, large = right, left
-		needSmall, needLarge = needR, needL
-	}
-	small.hist = gr.allocHist()
-	large.hist = parent.hist
-	parent.hist = nil
-	rows := gr.idx[small.start:small.end]
-	forEach(len(gr.binned), gr.workersFor(parent.n), func(f int) {
-		gr.buildFeature(small.hist, f, rows, g, h)
-		gr.subtractFeature(large.hist, small.hist, f)
-		if needSmall {
-			gr.perFeat[f] = gr.bestForFeature(small, f)
-		}
-		if needLarge {
-			gr.perFeat2[f] = gr.bestForFeature(large, f)
-		}
-	})
-	if needSmall {
-		small.best, small.splittable = pickBest(gr.perFeat)
-	}
-	if needLarge {
-		large.best, large.splittable = pickBest(gr.perFeat2)
-	}
 }
 
 func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (Model, error) {
@@ -478,28 +63,12 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 	var valRows [][]float64
 	var valY []float64
 	if cfg.early {
-		if d.valX != nil {
-			valRows = rowsOf(d.valX)
-			valY = d.valY
-		} else {
-			fit, held := splitValidation(d, cfg.valFrac, rng)
-			if len(held) == 0 || len(fit) == 0 {
-				return nil, dataErr(0, "", "validationFraction %v of %d rows leaves no validation or no training rows", cfg.valFrac, d.n)
-			}
-			x = takeRows(d.x, fit)
-			y = takeValues(d.y, fit)
-			valRows = rowsOf(takeRows(d.x, held))
-			valY = takeValues(d.y, held)
-			if sig.Task == Classification {
-				present := map[float64]bool{}
-				for _, v := range y {
-					present[v] = true
-				}
-				if len(present) < 2 {
-					return nil, dataErr(0, sig.Label, "after holding out validationFraction %v, the training rows have a single class", cfg.valFrac)
-				}
-			}
+		var valX [][]float64
+		var err error
+		if x, y, valX, valY, err = holdOut(d, cfg.valFrac, rng); err != nil {
+			return nil, err
 		}
+		valRows = rowsOf(valX)
 	}
 	n := len(y)
 
@@ -511,7 +80,9 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 	}
 	edges := make([][]float64, nIn)
 	binned := make([][]uint8, nIn)
-	forEach(nIn, workers, func(f int) {
+	pool := newWorkPool(workers)
+	defer pool.close()
+	pool.run(nIn, workers, func(f int) {
 		edges[f] = binEdges(x[f], sample, cfg.maxBins)
 		binned[f] = binColumn(x[f], edges[f])
 	})
@@ -537,24 +108,18 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 		}
 		valLosses = append(valLosses, meanLoss(sig, valRaw, valY, outs))
 	}
-	grad := make([]float64, outs*n)
-	hess := make([]float64, outs*n)
-	gr := newGrower(cfg, binned, edges, n, workers)
+	// gh[k*n+i] is the gradient and hessian of row i for output k.
+	gh := make([]ghPair, outs*n)
+	gr := newGrower(cfg, binned, edges, n, workers, pool)
 	stop := "trees"
 	iter := 0
 	for iter < cfg.trees {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		gradients(sig, raw, y, outs, grad, hess, workers)
+		gradients(pool, sig, raw, y, outs, gh, workers)
 		for k := 0; k < outs; k++ {
-			g, h := grad[k*n:(k+1)*n], hess[k*n:(k+1)*n]
-			var G, H float64
-			for i := 0; i < n; i++ {
-				G += g[i]
-				H += h[i]
-			}
-			t, leaves := gr.grow(g, h, G, H)
+			t, leaves := gr.grow(gh[k*n : (k+1)*n])
 			base := int32(len(m.nodes))
 			for _, nd := range t.nodes {
 				if nd.feature >= 0 {
@@ -568,12 +133,24 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 				m.importance[f] += v
 			}
 			rk := raw[k*n : (k+1)*n]
-			for _, lf := range leaves {
-				v := t.nodes[lf.id].value
-				for _, r := range gr.idx[lf.start:lf.end] {
-					rk[r] += v
+			// Every row is in one leaf (the leaves' idx ranges tile
+			// [0, n)), so adding the leaf values in parallel over row
+			// chunks is exact.
+			slices.SortFunc(leaves, func(a, b growNode) int { return a.start - b.start })
+			pool.chunks(n, rawChunk, gr.workersFor(n), func(_, lo, hi int) {
+				j, _ := slices.BinarySearchFunc(leaves, lo, func(lf growNode, p int) int {
+					return cmp.Compare(lf.end, p+1) // the first leaf ending after lo
+				})
+				for p := lo; p < hi; j++ {
+					lf := &leaves[j]
+					e := min(lf.end, hi)
+					v := t.nodes[lf.id].value
+					for _, r := range gr.idx[p:e] {
+						rk[r] += v
+					}
+					p = e
 				}
-			}
+			})
 			if valRows != nil {
 				vk := valRaw[k*len(valRows) : (k+1)*len(valRows)]
 				for i, row := range valRows {
@@ -591,6 +168,7 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 		}
 	}
 	trainLoss := meanLoss(sig, raw, y, outs)
+	m.forest = compileForest(m.nodes, m.roots, outs, nIn)
 	m.info = ModelInfo{
 		Algorithm: "gbdt",
 		Params:    p,
@@ -665,46 +243,82 @@ func baseline(sig Signature, y []float64, outs int) []float64 {
 	}
 }
 
+// rawChunk is the fixed block of rows whose raw scores one goroutine
+// updates after a tree.
+const rawChunk = 16384
+
 // gradientChunk is the fixed row block for parallel gradient computation.
 const gradientChunk = 4096
 
 // gradients fills the per-row gradient and hessian of the loss at raw.
 // Every row is independent, so splitting rows over goroutines is exact.
-func gradients(sig Signature, raw, y []float64, outs int, grad, hess []float64, workers int) {
+func gradients(pool *workPool, sig Signature, raw, y []float64, outs int, gh []ghPair, workers int) {
 	n := len(y)
-	forChunks(n, gradientChunk, workers, func(_, lo, hi int) {
+	pool.chunks(n, gradientChunk, workers, func(_, lo, hi int) {
 		switch {
 		case sig.Task == Regression:
 			for i := lo; i < hi; i++ {
-				grad[i] = raw[i] - y[i]
-				hess[i] = 1
+				gh[i] = ghPair{raw[i] - y[i], 1}
 			}
 		case outs == 1:
 			for i := lo; i < hi; i++ {
-				p := sigmoid(raw[i])
-				grad[i] = p - y[i]
-				hess[i] = p * (1 - p)
+				p := sigmoidNoBranch(raw[i])
+				gh[i] = ghPair{p - y[i], p * (1 - p)}
 			}
 		default:
-			z := make([]float64, outs)
-			for i := lo; i < hi; i++ {
-				for k := 0; k < outs; k++ {
-					z[k] = raw[k*n+i]
-				}
-				softmaxInPlace(z)
-				yi := int(y[i])
-				for k := 0; k < outs; k++ {
-					p := z[k]
-					g := p
-					if k == yi {
-						g--
-					}
-					grad[k*n+i] = g
-					hess[k*n+i] = p * (1 - p)
-				}
-			}
+			softmaxGradients(raw, y, n, outs, lo, hi, gh)
 		}
 	})
+}
+
+// softmaxGradients fills gh for rows [lo, hi) of a multiclass model: per
+// row exactly softmaxInPlace's operations, in its order (the maximum, then
+// e_k = exp(z_k - max) summed over k in order, then e_k / sum), but done
+// class by class over the rows, so that every loop streams through memory
+// without branches.
+func softmaxGradients(raw, y []float64, n, outs, lo, hi int, gh []ghPair) {
+	m := make([]float64, hi-lo)
+	s := make([]float64, hi-lo)
+	copy(m, raw[lo:hi])
+	for k := 1; k < outs; k++ {
+		for i, v := range raw[k*n+lo : k*n+hi] {
+			// softmaxInPlace keeps the first of equal maxima; max may
+			// return +0 where it kept -0, which changes no difference
+			// v - m but that of two zeros, whose exp is 1 either way.
+			m[i] = max(m[i], v)
+		}
+	}
+	for k := range outs {
+		ghk := gh[k*n+lo : k*n+hi]
+		for i, v := range raw[k*n+lo : k*n+hi] {
+			e := math.Exp(v - m[i])
+			ghk[i].g = e // the numerator, until the sum is known
+			s[i] += e
+		}
+	}
+	for k := range outs {
+		ghk := gh[k*n+lo : k*n+hi]
+		for i := range ghk {
+			p := ghk[i].g / s[i]
+			g := p
+			if int(y[lo+i]) == k {
+				g--
+			}
+			ghk[i] = ghPair{g, p * (1 - p)}
+		}
+	}
+}
+
+// sigmoidNoBranch returns exactly sigmoid(z) (1/(1+e^-z) for z >= 0,
+// e^z/(1+e^z) below) without a branch on the sign of z, which is
+// unpredictable across rows.
+func sigmoidNoBranch(z float64) float64 {
+	e := math.Exp(-math.Abs(z))
+	// neg is all ones when z < 0 (or z is -0, where e = 1 and both forms
+	// give 0.5), else zero: the numerator is e for z < 0, else 1.
+	neg := uint64(int64(math.Float64bits(z)) >> 63)
+	num := math.Float64frombits(math.Float64bits(e)&neg | math.Float64bits(1)&^neg)
+	return num / (1 + e)
 }
 
 // meanLoss is the mean training loss: log-loss for classification, half
@@ -747,6 +361,30 @@ func countClasses(sig Signature, y []float64) []int {
 		c[int(v)]++
 	}
 	return c
+}
+
+// holdOut returns the rows to fit on and the validation rows for early
+// stopping (column-major): the given validation set, or else a seeded,
+// stratified validationFraction of the training rows.
+func holdOut(d *trainData, frac float64, rng *rand.Rand) (x [][]float64, y []float64, valX [][]float64, valY []float64, err error) {
+	if d.valX != nil {
+		return d.x, d.y, d.valX, d.valY, nil
+	}
+	fit, held := splitValidation(d, frac, rng)
+	if len(held) == 0 || len(fit) == 0 {
+		return nil, nil, nil, nil, dataErr(0, "", "validationFraction %v of %d rows leaves no validation or no training rows", frac, d.n)
+	}
+	y = takeValues(d.y, fit)
+	if d.sig.Task == Classification {
+		present := map[float64]bool{}
+		for _, v := range y {
+			present[v] = true
+		}
+		if len(present) < 2 {
+			return nil, nil, nil, nil, dataErr(0, d.sig.Label, "after holding out validationFraction %v, the training rows have a single class", frac)
+		}
+	}
+	return takeRows(d.x, fit), y, takeRows(d.x, held), takeValues(d.y, held), nil
 }
 
 // splitValidation holds out a seeded, stratified (per class) share of rows;

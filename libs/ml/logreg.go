@@ -46,19 +46,6 @@ type LogReg struct {
 	width int
 }
 
-// expandedWidth is the number of columns after one-hot expansion.
-func expandedWidth(sig Signature) int {
-	m := 0
-	for _, in := range sig.Inputs {
-		if in.Type == Categorical {
-			m += len(in.Categories)
-		} else {
-			m++
-		}
-	}
-	return m
-}
-
 // Signature returns the model's inputs and classes.
 func (m *LogReg) Signature() Signature { return m.sig.clone() }
 
@@ -97,29 +84,7 @@ func (m *LogReg) Coefficients() (names []string, weights [][]float64, intercepts
 // expand writes the standardised expanded form of row x into dst and
 // reports false if the row has the wrong width.
 func (m *LogReg) expand(dst, x []float64) bool {
-	if len(x) != len(m.sig.Inputs) {
-		return false
-	}
-	k := 0
-	for j, in := range m.sig.Inputs {
-		v := x[j]
-		if in.Type == Categorical {
-			c := len(in.Categories)
-			clear(dst[k : k+c])
-			if !math.IsNaN(v) && v >= 0 && v < float64(c) {
-				dst[k+int(v)] = 1
-			}
-			k += c
-			continue
-		}
-		if math.IsNaN(v) {
-			dst[k] = 0 // the training mean, standardised
-		} else {
-			dst[k] = (v - m.mean[k]) / m.scale[k]
-		}
-		k++
-	}
-	return true
+	return expandRow(m.sig.Inputs, m.mean, m.scale, dst, x)
 }
 
 // raw computes the raw scores of one expanded row.
@@ -186,59 +151,10 @@ func trainLogReg(ctx context.Context, p Params, d *trainData, opts TrainOptions)
 	}
 	l2, maxIter, tol := p.float("l2"), p.int("maxIter"), p.float("tol")
 	m := &LogReg{sig: d.sig, width: expandedWidth(d.sig), outs: d.sig.numOutputs()}
-	m.mean = make([]float64, m.width)
-	m.scale = make([]float64, m.width)
-	// Standardisation statistics over the observed values of each numeric
-	// column, summed sequentially.
-	k := 0
-	for j, in := range d.sig.Inputs {
-		if in.Type == Categorical {
-			for c := range in.Categories {
-				m.mean[k+c], m.scale[k+c] = 0, 1
-			}
-			k += len(in.Categories)
-			continue
-		}
-		var sum float64
-		cnt := 0
-		for _, v := range d.x[j] {
-			if !math.IsNaN(v) {
-				sum += v
-				cnt++
-			}
-		}
-		mean := 0.0
-		if cnt > 0 {
-			mean = sum / float64(cnt)
-		}
-		var ss float64
-		for _, v := range d.x[j] {
-			if !math.IsNaN(v) {
-				ss += (v - mean) * (v - mean)
-			}
-		}
-		sd := 0.0
-		if cnt > 0 {
-			sd = math.Sqrt(ss / float64(cnt))
-		}
-		// A constant column gets scale 1: its standardised value is 0, so
-		// its weight has zero gradient and stays 0.
-		if !(sd > 1e-12*math.Max(1, math.Abs(mean))) {
-			sd = 1
-		}
-		m.mean[k], m.scale[k] = mean, sd
-		k++
-	}
+	m.mean, m.scale = fitScaler(d.sig.Inputs, d.x)
 	// The standardised design matrix, row-major, built once.
 	n, w := d.n, m.width
-	xs := make([]float64, n*w)
-	row := make([]float64, len(d.sig.Inputs))
-	for i := 0; i < n; i++ {
-		for j := range row {
-			row[j] = d.x[j][i]
-		}
-		m.expand(xs[i*w:(i+1)*w], row)
-	}
+	xs := designMatrix(d.sig.Inputs, m.mean, m.scale, d.x, n)
 	y := d.y
 	dim := m.outs * (w + 1)
 	workers := opts.workers()
@@ -442,16 +358,11 @@ func decodeLogReg(raw json.RawMessage, sig Signature, info ModelInfo) (Model, er
 		return nil, artifactErr("logreg model: %v", err)
 	}
 	m := &LogReg{sig: sig, info: info, width: expandedWidth(sig), outs: sig.numOutputs()}
-	if len(p.Mean) != m.width || len(p.Scale) != m.width {
-		return nil, artifactErr("logreg model: mean/scale have %d/%d values, want %d", len(p.Mean), len(p.Scale), m.width)
+	if err := checkScaler(p.Mean, p.Scale, m.width); err != nil {
+		return nil, artifactErr("logreg model: %v", err)
 	}
 	if len(p.Weights) != m.outs {
 		return nil, artifactErr("logreg model: %d weight rows, want %d", len(p.Weights), m.outs)
-	}
-	for j := range p.Mean {
-		if !finite(p.Mean[j]) || !finite(p.Scale[j]) || p.Scale[j] <= 0 {
-			return nil, artifactErr("logreg model: bad standardisation for column %d", j)
-		}
 	}
 	for o, r := range p.Weights {
 		if len(r) != m.width+1 {

@@ -84,8 +84,8 @@ type TrainOptions struct {
 	// Seed drives every random choice (validation split, binning
 	// subsample). The same seed, data and params give the same model.
 	Seed int64
-	// Validation, if set, is the held-out data for gbdt early stopping
-	// (used only when earlyStopping is on) instead of a seeded split of the
+	// Validation, if set, is the held-out data for gbdt and mlp early
+	// stopping (used only when earlyStopping is on) instead of a seeded split of the
 	// training data; for a time-ordered stream, pass the newest batch. It is
 	// matched to the training data by column and class name.
 	Validation *Dataset
@@ -105,7 +105,7 @@ type algorithm struct {
 }
 
 // algorithms is the registry of model families; add new ones here.
-var algorithms = []*algorithm{&logregAlgorithm, &gbdtAlgorithm}
+var algorithms = []*algorithm{&logregAlgorithm, &gbdtAlgorithm, &mlpAlgorithm}
 
 func lookupAlgorithm(name string) (*algorithm, error) {
 	for _, a := range algorithms {
@@ -134,7 +134,7 @@ func KnownParams(algorithm string) ([]ParamInfo, error) {
 	}
 	out := make([]ParamInfo, len(a.params))
 	for i, s := range a.params {
-		out[i] = ParamInfo{Name: s.name, Type: s.kind.String(), Default: s.def, Doc: s.doc}
+		out[i] = ParamInfo{Name: s.name, Type: s.kind.String(), Default: cloneParam(s.def), Values: slices.Clone(s.choices), Doc: s.doc}
 	}
 	slices.SortFunc(out, func(a, b ParamInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
@@ -165,7 +165,7 @@ type trainData struct {
 	valY []float64
 }
 
-// Train fits a model. algorithm is "logreg" or "gbdt" (see Algorithms);
+// Train fits a model. algorithm is "logreg", "gbdt" or "mlp" (see Algorithms);
 // params are validated against KnownParams. The training data must be
 // labelled; classification needs at least two classes among its rows.
 // Training stops early with ctx's error when ctx is cancelled.

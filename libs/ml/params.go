@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -21,6 +22,12 @@ const (
 	kindInt paramKind = iota
 	kindFloat
 	kindBool
+	// kindInts is a list of integers, each within [min, max], with at most
+	// maxLen elements. It accepts a JSON or YAML array, a single number,
+	// or a string such as "64,32" (what a command-line --param gives).
+	kindInts
+	// kindString is one of the values listed in choices.
+	kindString
 )
 
 // paramSpec describes one parameter: its type, default and valid range.
@@ -33,15 +40,21 @@ type paramSpec struct {
 	minOpen  bool
 	// check, if set, adds a constraint the range cannot express.
 	check func(float64) error
-	doc   string
+	// maxLen bounds the length of a kindInts value.
+	maxLen int
+	// choices are the valid values of a kindString param.
+	choices []string
+	doc     string
 }
 
 // ParamInfo describes a parameter for documentation and UIs.
 type ParamInfo struct {
 	Name    string `json:"name"`
-	Type    string `json:"type"` // "int", "float" or "bool"
+	Type    string `json:"type"` // "int", "float", "bool", "ints" or "string"
 	Default any    `json:"default"`
-	Doc     string `json:"doc"`
+	// Values lists the valid values of a "string" param.
+	Values []string `json:"values,omitempty"`
+	Doc    string   `json:"doc"`
 }
 
 func (s paramSpec) rangeText() string {
@@ -62,13 +75,20 @@ func (k paramKind) String() string {
 		return "int"
 	case kindFloat:
 		return "float"
+	case kindInts:
+		return "ints"
+	case kindString:
+		return "string"
 	default:
 		return "bool"
 	}
 }
 
 // parseParams validates p against specs and returns a complete, normalised
-// copy: ints as int, floats as float64, bools as bool, every known name set.
+// copy: ints as int, floats as float64, bools as bool, strings as string,
+// int lists as []any holding ints (not []int, so that the set stays
+// encodable as a protobuf Struct, which the trainer's events carry), every
+// known name set.
 // Keys are checked in sorted order so that the error for a map with several
 // problems is always the same one.
 func parseParams(alg string, specs []paramSpec, p Params) (Params, error) {
@@ -86,7 +106,7 @@ func parseParams(alg string, specs []paramSpec, p Params) (Params, error) {
 	slices.Sort(keys)
 	out := make(Params, len(specs))
 	for _, s := range specs {
-		out[s.name] = s.def
+		out[s.name] = cloneParam(s.def)
 	}
 	for _, k := range keys {
 		s, ok := byName[k]
@@ -102,14 +122,88 @@ func parseParams(alg string, specs []paramSpec, p Params) (Params, error) {
 	return out, nil
 }
 
+// cloneParam copies a list default so that no caller can change it.
+func cloneParam(v any) any {
+	if l, ok := v.([]any); ok {
+		return slices.Clone(l)
+	}
+	return v
+}
+
 func convertParam(s paramSpec, raw any) (any, error) {
-	if s.kind == kindBool {
+	switch s.kind {
+	case kindBool:
 		b, ok := raw.(bool)
 		if !ok {
 			return nil, fmt.Errorf("must be a bool, got %T %v", raw, raw)
 		}
 		return b, nil
+	case kindString:
+		v, ok := raw.(string)
+		if !ok || !slices.Contains(s.choices, v) {
+			return nil, fmt.Errorf("must be one of %s, got %T %v", strings.Join(s.choices, ", "), raw, raw)
+		}
+		return v, nil
+	case kindInts:
+		return convertInts(s, raw)
 	}
+	return convertNumber(s, raw)
+}
+
+// convertInts normalises a list of ints from the forms a spec, a JSON body
+// or a command line give: []any or a typed slice of numbers, one number, or
+// a comma-separated string with optional brackets ("64,32", "[64, 32]", ""
+// for an empty list).
+func convertInts(s paramSpec, raw any) (any, error) {
+	var elems []any
+	switch v := raw.(type) {
+	case []any:
+		elems = v
+	case []int:
+		for _, e := range v {
+			elems = append(elems, e)
+		}
+	case []int64:
+		for _, e := range v {
+			elems = append(elems, e)
+		}
+	case []float64:
+		for _, e := range v {
+			elems = append(elems, e)
+		}
+	case string:
+		t := strings.TrimSpace(v)
+		t = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(t, "["), "]"))
+		if t != "" {
+			for _, part := range strings.Split(t, ",") {
+				part = strings.TrimSpace(part)
+				n, err := strconv.ParseInt(part, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("must be a list of integers such as \"64,32\", got %q", v)
+				}
+				elems = append(elems, n)
+			}
+		}
+	case nil:
+		return nil, fmt.Errorf("must be a list of integers, got null")
+	default:
+		elems = []any{raw}
+	}
+	if len(elems) > s.maxLen {
+		return nil, fmt.Errorf("must have at most %d values, got %d", s.maxLen, len(elems))
+	}
+	out := make([]any, len(elems))
+	for i, e := range elems {
+		n, err := convertNumber(paramSpec{kind: kindInt, min: s.min, max: s.max, minOpen: s.minOpen, check: s.check}, e)
+		if err != nil {
+			return nil, fmt.Errorf("value %d: %w", i+1, err)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func convertNumber(s paramSpec, raw any) (any, error) {
 	var f float64
 	switch v := raw.(type) {
 	case int:
@@ -169,3 +263,14 @@ func convertParam(s paramSpec, raw any) (any, error) {
 func (p Params) int(name string) int       { return p[name].(int) }
 func (p Params) float(name string) float64 { return p[name].(float64) }
 func (p Params) boolean(name string) bool  { return p[name].(bool) }
+func (p Params) str(name string) string    { return p[name].(string) }
+
+// ints returns a normalised int list param.
+func (p Params) ints(name string) []int {
+	l := p[name].([]any)
+	out := make([]int, len(l))
+	for i, v := range l {
+		out[i] = v.(int)
+	}
+	return out
+}

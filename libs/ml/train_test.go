@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
 )
@@ -26,7 +28,7 @@ func TestTrainInputErrors(t *testing.T) {
 		opts   TrainOptions
 		want   string
 	}{
-		{"unknown algorithm", "svm", nil, good, TrainOptions{}, `unknown algorithm (known: gbdt, logreg)`},
+		{"unknown algorithm", "svm", nil, good, TrainOptions{}, `unknown algorithm (known: gbdt, logreg, mlp)`},
 		{"unknown param", "gbdt", Params{"depth": 3}, good, TrainOptions{}, `param "depth": unknown param (known: earlyStopping, l2, learningRate, maxBins, maxDepth, maxLeaves, minSamplesLeaf, nIterNoChange, trees, validationFraction)`},
 		{"wrong type", "gbdt", Params{"trees": "many"}, good, TrainOptions{}, `param "trees": must be a int`},
 		{"not integer", "gbdt", Params{"trees": 2.5}, good, TrainOptions{}, `param "trees": must be an integer, got 2.5`},
@@ -41,6 +43,12 @@ func TestTrainInputErrors(t *testing.T) {
 		{"NaN label", "gbdt", nil, nanLabel, TrainOptions{}, `row 2, column "y": label is missing (NaN)`},
 		{"no label", "gbdt", nil, unlabelled, TrainOptions{}, "training dataset has no label"},
 		{"ragged columns", "gbdt", nil, ragged, TrainOptions{}, `column "z": column has 1 rows, want 2`},
+		{"constant label mlp", "mlp", nil, constant, TrainOptions{}, "label is constant"},
+		{"NaN label mlp", "mlp", nil, nanLabel, TrainOptions{}, `row 2, column "y": label is missing (NaN)`},
+		{"mlp unknown", "mlp", Params{"hidden_layer_sizes": 3}, good, TrainOptions{}, `mlp param "hidden_layer_sizes": unknown param (known: activation, batchSize, earlyStopping, epochs, hidden, l2, learningRate, nIterNoChange, tol, validationFraction)`},
+		{"mlp hidden", "mlp", Params{"hidden": "64,,32"}, good, TrainOptions{}, `mlp param "hidden": must be a list of integers such as "64,32", got "64,,32"`},
+		{"mlp activation", "mlp", Params{"activation": "gelu"}, good, TrainOptions{}, `mlp param "activation": must be one of relu, tanh, got string gelu`},
+		{"mlp holdout too small", "mlp", Params{"earlyStopping": true, "validationFraction": 0.1}, good, TrainOptions{}, "leaves no validation or no training rows"},
 		{"validation missing column", "gbdt", Params{"earlyStopping": true}, good, TrainOptions{Validation: missingCol}, `validation dataset: ml: column "x0"`},
 	}
 	for _, c := range cases {
@@ -153,4 +161,26 @@ func onesOf(n int) []float64 {
 		out[i] = 1
 	}
 	return out
+}
+
+// TestDocsListEveryParam keeps docs/ml.md in step with the code: every
+// parameter of every algorithm has a row with its type and default.
+func TestDocsListEveryParam(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/ml.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alg := range Algorithms() {
+		if !strings.Contains(string(doc), "### `"+alg+"`") {
+			t.Errorf("docs/ml.md has no section for %s", alg)
+		}
+		params, _ := KnownParams(alg)
+		for _, p := range params {
+			row := fmt.Sprintf("| `%s` | %s | `%v` |", p.Name, p.Type, p.Default)
+			if !strings.Contains(string(doc), row) {
+				t.Errorf("docs/ml.md lacks the row %q", row)
+			}
+		}
+	}
 }

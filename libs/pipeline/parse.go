@@ -298,7 +298,25 @@ func check(p *Pipeline) []FieldError {
 			add("spec.deployment.steps", "the last step must be 100 (all traffic), not %g", d.Steps[len(d.Steps)-1])
 		}
 	}
+	if d.RouteHeader != "" && !headerName(d.RouteHeader) {
+		add("spec.deployment.routeHeader", "%q is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~ only)", d.RouteHeader)
+	}
 	return errs
+}
+
+// headerName reports whether s is an HTTP header field name (RFC 9110
+// token).
+func headerName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Defaults.

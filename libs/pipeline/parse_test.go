@@ -60,6 +60,10 @@ func TestParseExampleAndDefaults(t *testing.T) {
 		{"bootstrap", s.Model.BootstrapBatches, 2},
 		{"strategy", s.Deployment.Strategy, "immediate"},
 		{"sampleRate", s.Deployment.SampleRate, 1.0},
+		{"routeHeader", s.Deployment.RouteHeader, "X-Gyre-Route-Key"},
+		{"rollback.minLabels", s.Deployment.Rollback.MinLabels, 50},
+		{"rollback.maxLatencyP99Ms", s.Deployment.Rollback.MaxLatencyP99Ms, 0.0},
+		{"rollback.maxPredictionDrift", s.Deployment.Rollback.MaxPredictionDrift, 0.0},
 		{"drift.method", s.Drift.Method, "psi"},
 		{"drift.threshold", s.Drift.Threshold, 0.2},
 		{"drift.minRows", s.Drift.MinRows, 500},
@@ -91,7 +95,7 @@ func TestParseExampleAndDefaults(t *testing.T) {
 
 func TestExamplesParse(t *testing.T) {
 	t.Parallel()
-	for _, f := range []string{"../../examples/elec2/pipeline.yaml", "../../examples/sensors/pipeline.yaml", "../../examples/command/pipeline.yaml"} {
+	for _, f := range []string{"../../examples/elec2/pipeline.yaml", "../../examples/sensors/pipeline.yaml", "../../examples/command/pipeline.yaml", "../../examples/rollout/pipeline.yaml"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -133,6 +137,12 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"gate with two bounds", withSpec("  dataset: {label: y}\n  evaluation: {gates: [{metric: accuracy, min: 0.5, max: 0.9}]}\n"), []string{"spec.evaluation.gates[0]", "exactly one"}},
 		{"steps not ending at 100", withSpec("  dataset: {label: y}\n  deployment: {strategy: canary, steps: [10, 50]}\n"), []string{"spec.deployment.steps", "last step"}},
 		{"steps descending", withSpec("  dataset: {label: y}\n  deployment: {strategy: canary, steps: [50, 10, 100]}\n"), []string{"spec.deployment.steps[1]"}},
+		{"steps with shadow", withSpec("  dataset: {label: y}\n  deployment: {strategy: shadow, steps: [50, 100]}\n"), []string{"spec.deployment.steps", "canary only"}},
+		{"steps with blue-green", withSpec("  dataset: {label: y}\n  deployment: {strategy: blue-green, steps: [100]}\n"), []string{"spec.deployment.steps", "canary only"}},
+		{"bad strategy", withSpec("  dataset: {label: y}\n  deployment: {strategy: rainbow}\n"), []string{"spec.deployment.strategy"}},
+		{"route header with a space", withSpec("  dataset: {label: y}\n  deployment: {strategy: canary, routeHeader: \"X Tenant\"}\n"), []string{"spec.deployment.routeHeader", "X Tenant"}},
+		{"negative latency SLO", withSpec("  dataset: {label: y}\n  deployment: {rollback: {maxLatencyP99Ms: -1}}\n"), []string{"spec.deployment.rollback.maxLatencyP99Ms"}},
+		{"minLabels zero", withSpec("  dataset: {label: y}\n  deployment: {rollback: {minLabels: 0}}\n"), []string{"spec.deployment.rollback.minLabels"}},
 		{"command without argv", withSpec("  dataset: {label: y}\n  model: {algorithm: command}\n"), []string{"spec.model.command"}},
 		{"bucketize without edges", withSpec("  dataset: {label: y}\n  features: [{name: a, transform: bucketize}]\n"), []string{"spec.features[0].buckets"}},
 	}

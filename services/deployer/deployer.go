@@ -3,9 +3,14 @@
 // Deployer puts champions into service. On model.promoted it loads the
 // bundle from gyre-models and rolls the version out with the pipeline's
 // strategy: immediate (an atomic swap: requests in flight finish on the
-// model they started with) or canary (steps of traffic, each judged on the
-// candidate's error rate and, once labels arrive, its live accuracy against
-// the champion's; then deployment.progressed, .completed or .rolledback).
+// model they started with), canary (steps of traffic, sticky per route
+// header), shadow (the candidate scores a copy of the traffic, off the
+// request path) or blue-green (verified beside the champion, then all
+// traffic switched at once, the champion kept loaded to switch back). The
+// candidate is judged on its error rate, p99 latency, the drift of its
+// predictions from the champion's and, once labels arrive, its live
+// accuracy against the champion's; each decision is a
+// deployment.progressed, .completed or .rolledback with its figures.
 // It records each pipeline's deployment in gyre-deployments and restores
 // what served from there when it starts. It serves predictions with the
 // Open Inference Protocol v2 (REST) under /v2/models/<pipeline>, and
@@ -41,27 +46,30 @@ const DefaultHTTPAddr = "127.0.0.1:8088"
 
 // About says what the service does in the loop; it opens the command's help.
 const About = `Deployer puts champions into service. On model.promoted it loads the bundle and rolls the
-version out with the pipeline's strategy — immediate (an atomic swap) or canary steps judged
-on error rate and live accuracy, with automatic rollback — emitting deployment.started,
-.progressed, .completed or .rolledback, and records it in gyre-deployments, from where it
-restores what served when it starts. It serves predictions with the Open Inference Protocol
-v2 at /v2/models/<pipeline>/infer and publishes a sample of them as prediction.logged.`
+version out with the pipeline's strategy — immediate (an atomic swap), canary (sticky traffic
+steps), shadow (the candidate scores a copy of the traffic) or blue-green (verify, switch all
+at once, switch back if it fails) — judged on error rate, p99 latency, prediction drift and
+live accuracy, with automatic promotion or rollback, emitting deployment.started, .progressed,
+.completed or .rolledback with the figures that decided, and records it in gyre-deployments,
+from where it restores what served when it starts. It serves predictions with the Open
+Inference Protocol v2 at /v2/models/<pipeline>/infer and publishes a sample of them as
+prediction.logged.`
 
 // Config is the deployer service's configuration.
 type Config struct {
 	service.Config
-	// CanaryMinLabels is how many labelled predictions a canary variant
-	// needs before its live accuracy counts in a step's judgement.
-	CanaryMinLabels int
 	// PredictionQueue bounds the sampled predictions waiting to be
 	// published; beyond it they are dropped (and counted).
 	PredictionQueue int
+	// MaxRequestBytes bounds an inference request's body; a larger one is
+	// answered 413.
+	MaxRequestBytes int
 }
 
 // Environment variables of the deployer's own settings.
 const (
-	EnvCanaryMinLabels = "GYRE_DEPLOYER_CANARY_MIN_LABELS"
 	EnvPredictionQueue = "GYRE_DEPLOYER_PREDICTION_QUEUE"
+	EnvMaxRequestBytes = "GYRE_DEPLOYER_MAX_REQUEST_BYTES"
 )
 
 // DefaultPredictionQueue is the default bound of the prediction log queue.
@@ -71,30 +79,30 @@ const DefaultPredictionQueue = 4096
 func DefaultConfig() Config {
 	return Config{
 		Config:          service.Defaults(DefaultHTTPAddr),
-		CanaryMinLabels: serving.DefaultCanaryMinLabels,
 		PredictionQueue: DefaultPredictionQueue,
+		MaxRequestBytes: DefaultMaxRequestBytes,
 	}
 }
 
 // RegisterFlags registers the shared flags and the deployer's own.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Config.RegisterFlags(fs)
-	c.IntFlag(fs, &c.CanaryMinLabels, "canary-min-labels", EnvCanaryMinLabels, c.CanaryMinLabels,
-		"labelled predictions a canary variant needs before its live accuracy is judged")
 	c.IntFlag(fs, &c.PredictionQueue, "prediction-queue", EnvPredictionQueue, c.PredictionQueue,
 		"sampled predictions waiting to be published; more are dropped and counted")
+	c.IntFlag(fs, &c.MaxRequestBytes, "max-request-bytes", EnvMaxRequestBytes, c.MaxRequestBytes,
+		"largest inference request body, in bytes; a larger one is answered 413")
 }
 
 // Validate checks every setting.
 func (c Config) Validate() error {
 	errs := []error{c.Config.Validate()}
-	if c.CanaryMinLabels <= 0 {
-		errs = append(errs, &service.FieldError{Flag: "canary-min-labels", Env: EnvCanaryMinLabels,
-			Value: fmt.Sprint(c.CanaryMinLabels), Reason: "must be positive"})
-	}
 	if c.PredictionQueue <= 0 {
 		errs = append(errs, &service.FieldError{Flag: "prediction-queue", Env: EnvPredictionQueue,
 			Value: fmt.Sprint(c.PredictionQueue), Reason: "must be positive"})
+	}
+	if c.MaxRequestBytes <= 0 {
+		errs = append(errs, &service.FieldError{Flag: "max-request-bytes", Env: EnvMaxRequestBytes,
+			Value: fmt.Sprint(c.MaxRequestBytes), Reason: "must be positive"})
 	}
 	return errors.Join(errs...)
 }
@@ -126,9 +134,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	st := stores{lazy: store.NewLazy(deps.JS)}
 	s := &Service{rt: rt, cfg: cfg, metrics: m}
 	s.log = newPredictionLog(rt.Publisher(), cfg.PredictionQueue, m, rt.Logger())
-	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{
-		CanaryMinLabels: cfg.CanaryMinLabels, Logger: rt.Logger(),
-	})
+	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{Logger: rt.Logger()})
 	if err := s.register(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}

@@ -57,7 +57,7 @@ func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	})
 }
 
-// onLabels counts labels of a canary's predictions towards its judgement.
+// onLabels counts labels of a rollout's predictions towards its judgement.
 func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	var m gyrev1.LabelReceived
 	if err := bus.DecodePayload(ev, &m); err != nil {
@@ -68,7 +68,7 @@ func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 		labels[i] = serving.Label{PredictionID: l.GetPredictionId(), Value: l.GetValue()}
 	}
 	if n := s.app.Labels(m.GetPipeline(), labels); n > 0 {
-		bus.Logger(ctx).Debug("canary labels counted", "pipeline", m.GetPipeline(), "labels", n)
+		bus.Logger(ctx).Debug("rollout labels counted", "pipeline", m.GetPipeline(), "labels", n)
 	}
 	return nil
 }

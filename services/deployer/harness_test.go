@@ -114,10 +114,31 @@ func truth(x float64) string {
 	return "0"
 }
 
+// flippedTruth is the opposite of the truth: a model learning it is wrong
+// almost always.
+func flippedTruth(x float64) string { return truth(-x) }
+
+// biasedTruth moves the truth's boundary to x = -0.8: a model learning it
+// predicts 1 for nine rows in ten of the traffic, where the truth's has
+// half — its predictions drift from the champion's.
+func biasedTruth(x float64) string { return truth(x + 0.8) }
+
 // storeBundle trains a bundle on 300 rows — learning the truth, or its
 // opposite when flipped — stores it in gyre-models and returns its ref.
 // With withZ the bundle takes a third input, z.
 func (h *harness) storeBundle(name, requestID string, flipped, withZ bool) *gyrev1.ObjectRef {
+	h.t.Helper()
+	concept := truth
+	if flipped {
+		concept = flippedTruth
+	}
+	return h.storeBundleOf(name, requestID, concept, withZ)
+}
+
+// storeBundleOf trains a bundle on 300 rows labelled by concept, stores it
+// in gyre-models and returns its ref. With withZ the bundle takes a third
+// input, z.
+func (h *harness) storeBundleOf(name, requestID string, concept func(x float64) string, withZ bool) *gyrev1.ObjectRef {
 	h.t.Helper()
 	p, err := pipeline.Parse([]byte(spec(name, "{strategy: immediate}", withZ)))
 	if err != nil {
@@ -134,10 +155,7 @@ func (h *harness) storeBundle(name, requestID string, flipped, withZ bool) *gyre
 	csv.WriteString("y\n")
 	for range 300 {
 		x := r.Float64()*2 - 1
-		y := truth(x)
-		if flipped {
-			y = map[string]string{"0": "1", "1": "0"}[y]
-		}
+		y := concept(x)
 		fmt.Fprintf(&csv, "%.4f,%s,", x, []string{"a", "b"}[r.IntN(2)])
 		if withZ {
 			fmt.Fprintf(&csv, "%.4f,", r.Float64())
@@ -189,7 +207,7 @@ func (h *harness) do(method, path string, body any, header ...string) (int, map[
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -201,6 +219,10 @@ func (h *harness) do(method, path string, body any, header ...string) (int, map[
 	}
 	return resp.StatusCode, out
 }
+
+// httpClient gives up on a request after 30 s: a request that hangs fails
+// its test instead of stalling the whole run.
+var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // servingVersion returns the version the model's metadata lists first (the
 // champion), or "" when none serves.

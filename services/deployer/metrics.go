@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"pipeline"}),
 		predictionLogs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gyre_deployer_prediction_logs_total",
-			Help: "prediction.logged events by outcome: published, dropped (queue full), failed (publish error).",
+			Help: "Inference requests whose predictions were logged (several requests share one prediction.logged event), by outcome: published, dropped (queue full), failed (publish error).",
 		}, []string{"outcome"}),
 	}
 	var err error

@@ -96,6 +96,12 @@ func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
+	// A shadow's predictions were never answered, and share their
+	// prediction ids with the champion's answers: the deployer judges
+	// them; live accuracy is the served model's.
+	if m.GetVariant() == "shadow" {
+		return nil
+	}
 	rows := make([]monitoring.Prediction, 0, len(m.GetRows()))
 	for _, r := range m.GetRows() {
 		rows = append(rows, monitoring.Prediction{ID: r.GetPredictionId(), Output: r.GetOutput()})

@@ -1,15 +1,19 @@
 package trainer
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gyrehq/gyre/libs/bundle"
+	"github.com/gyrehq/gyre/libs/features"
 	"github.com/gyrehq/gyre/libs/looptest"
+	"github.com/gyrehq/gyre/libs/ml"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/table"
 )
@@ -88,6 +92,77 @@ func TestCommandAlgorithmTrainsWithAnExternalProgram(t *testing.T) {
 	metrics, err := b.Evaluate(holdout)
 	if err != nil || metrics["accuracy"] < 0.8 {
 		t.Errorf("held-out metrics %v, %v", metrics, err)
+	}
+}
+
+// TestCommandAlgorithmTakesAnArtifact: an external trainer may write a
+// complete gyre.model/v1 artifact (the torch example does); Gyre checks
+// that it models the training file and serves it.
+func TestCommandAlgorithmTakesAnArtifact(t *testing.T) {
+	t.Parallel()
+	win := window(t)
+	cols := `[{name: x1}, {name: x2}, {name: color, transform: onehot}]`
+	// The artifact a GPU trainer would write, made here by Go's own mlp on
+	// the transformed window.
+	set, err := features.Fit(commandSpec(t, `["true"]`, cols), win...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []*ml.Dataset
+	for _, tb := range win {
+		ds, err := set.Dataset(tb, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, ds)
+	}
+	ds, err := ml.Concat(parts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, ds *ml.Dataset) string {
+		m, err := ml.Train(context.Background(), "mlp", ml.Params{"hidden": 8, "learningRate": 0.01, "epochs": 50}, ds, ml.TrainOptions{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), name)
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := ml.Save(f, m); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("good.json", ds)
+	renamed := *ds
+	renamed.Features = append([]string{"other"}, ds.Features[1:]...)
+	wrongInputs := write("wrong.json", &renamed)
+	cp := func(path string) string { return `["sh", "-c", "cp ` + path + ` \"$GYRE_MODEL_OUT\""]` }
+
+	spec := commandSpec(t, cp(good), cols)
+	trained, err := Train(context.Background(), TrainSpec{Pipeline: spec, Algorithm: pipeline.AlgorithmCommand, Seed: 1}, win)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if trained.Model.Info().Algorithm != "mlp" || trained.Metrics["trainAccuracy"] < 0.8 {
+		t.Fatalf("model %+v, metrics %v", trained.Model.Info(), trained.Metrics)
+	}
+	_, err = Train(context.Background(), TrainSpec{Pipeline: commandSpec(t, cp(wrongInputs), cols), Algorithm: pipeline.AlgorithmCommand, Seed: 1}, win)
+	var ce *CommandError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "inputs [other") {
+		t.Fatalf("an artifact of other inputs: %v", err)
+	}
+	corrupt := filepath.Join(t.TempDir(), "corrupt.json")
+	raw, _ := os.ReadFile(good)
+	if err := os.WriteFile(corrupt, bytes.Replace(raw, []byte(`"epochs":50`), []byte(`"epochs":51`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Train(context.Background(), TrainSpec{Pipeline: commandSpec(t, cp(corrupt), cols), Algorithm: pipeline.AlgorithmCommand, Seed: 1}, win)
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("a corrupt artifact: %v", err)
 	}
 }
 

@@ -12,30 +12,6 @@ import (
 	"github.com/gyrehq/gyre/libs/table"
 )
 
-// UnsupportedError says the spec asks for an algorithm Gyre cannot train
-// yet. Retrying cannot help: it is permanent.
-type UnsupportedError struct {
-	Algorithm string
-	Reason    string
-}
-
-func (e *UnsupportedError) Error() string {
-	return fmt.Sprintf("algorithm %q cannot be trained: %s", e.Algorithm, e.Reason)
-}
-
-// Permanent marks the error as not worth retrying.
-func (e *UnsupportedError) Permanent() bool { return true }
-
-// supported rejects the algorithms of the spec that libs/ml does not train
-// yet, with the reason, rather than training something else in their place.
-func supported(algorithm string) error {
-	switch algorithm {
-	case pipeline.AlgorithmMLP:
-		return &UnsupportedError{Algorithm: algorithm, Reason: "mlp arrives with issue #4"}
-	}
-	return nil
-}
-
 // TrainSpec is what one training run needs besides its data.
 type TrainSpec struct {
 	// Pipeline is the spec: label and feature transforms.
@@ -62,9 +38,6 @@ type Trained struct {
 // data. The same window, spec and seed give the same bundle, byte for byte:
 // a job trained again after a crash stores the same artifact.
 func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained, error) {
-	if err := supported(spec.Algorithm); err != nil {
-		return nil, err
-	}
 	set, err := features.Fit(spec.Pipeline, window...)
 	if err != nil {
 		return nil, err

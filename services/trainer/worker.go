@@ -161,9 +161,6 @@ func (w *Worker) finish(ctx context.Context, b *store.Buckets, req *gyrev1.Train
 func (w *Worker) train(ctx context.Context, b *store.Buckets, job Job, attempt int) (*gyrev1.TrainingCompleted, error) {
 	req := job.Request
 	start := w.now()
-	if err := supported(req.GetAlgorithm()); err != nil {
-		return nil, err
-	}
 	spec, _, err := store.Pipeline(ctx, b.Pipelines, req.GetPipeline())
 	if err != nil {
 		return nil, err

@@ -143,6 +143,41 @@ func TestWorkerTrainsAGBDT(t *testing.T) {
 	}
 }
 
+// TestWorkerTrainsAnMLP: the built-in mlp trains through the worker; its
+// normalised params (a list among them) travel in training.completed, and
+// the stored bundle serves.
+func TestWorkerTrainsAnMLP(t *testing.T) {
+	t.Parallel()
+	env := looptest.New(t)
+	startTrainer(t, env, "cpu", "w-mlp")
+	const p = "toy-mlp"
+	env.ApplyPipeline(looptest.Spec(p, "{algorithm: mlp, params: {hidden: [16, 8], learningRate: 0.01, epochs: 60}, window: {batches: 2}, bootstrapBatches: 3}", ""))
+	bootstrap(t, env, p, 3, 300)
+	completed := looptest.Decode(t, env.WaitEvents(p, events.TrainingCompleted, 1)[0], &gyrev1.TrainingCompleted{})
+	params := completed.GetParams().AsMap()
+	if !slices.Equal(params["hidden"].([]any), []any{16.0, 8.0}) || params["activation"] != "relu" || params["epochs"] != 60.0 {
+		t.Fatalf("params %v", params)
+	}
+	if acc := completed.GetMetrics()["trainAccuracy"]; acc < 0.8 {
+		t.Fatalf("metrics %v, want trainAccuracy >= 0.8", completed.GetMetrics())
+	}
+	data, err := store.GetObject(env.Ctx(), env.Buckets.Models, completed.GetArtifact().GetKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Load(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("bundle.Load: %v", err)
+	}
+	holdout, err := table.Read(table.FormatCSV, looptest.CSV(3, 300, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if metrics, err := b.Evaluate(holdout); err != nil || metrics["accuracy"] < 0.8 {
+		t.Fatalf("the stored mlp scores %v, %v on the next batch", metrics, err)
+	}
+}
+
 // TestTrainingFailures: what the spec or the data makes impossible fails
 // for good with training.failed (and settles the request); nothing is
 // faked and nothing is retried.
@@ -156,7 +191,7 @@ func TestTrainingFailures(t *testing.T) {
 		data  func(p string)
 		want  string
 	}{
-		{"mlp", "{algorithm: mlp, bootstrapBatches: 2}", nil, "mlp arrives with issue #4"},
+		{"mlp params", `{algorithm: mlp, params: {hidden: "64,x"}, bootstrapBatches: 2}`, nil, `mlp param "hidden"`},
 		{"command", "{algorithm: command, command: [train.sh], bootstrapBatches: 2}", nil, "give it the onehot transform"},
 		{"bad params", "{algorithm: gbdt, params: {trees: 0}, bootstrapBatches: 2}", nil, "trees"},
 		{"constant label", "{algorithm: gbdt, bootstrapBatches: 2}", func(p string) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,54 +64,74 @@ type PredictionSink interface {
 
 // Options tune the deployer.
 type Options struct {
-	// CanaryMinLabels is how many labelled predictions a variant needs
-	// before its live accuracy counts in a canary's judgement.
-	CanaryMinLabels int
 	// TrackedPredictions bounds the predictions remembered per rollout for
 	// their labels.
 	TrackedPredictions int
+	// MirrorsInFlight bounds the copies of requests a shadow (or the
+	// previous model after a blue-green switch) scores at once; a request
+	// arriving when that many are being scored is not mirrored (and
+	// counted), so that a mirror never queues work behind live traffic.
+	MirrorsInFlight int
 	// Logger receives what the deployer has to say.
 	Logger *slog.Logger
 }
 
 // Defaults of Options.
 const (
-	DefaultCanaryMinLabels    = 30
 	DefaultTrackedPredictions = 100_000
 )
 
-// Deployment statuses of a Record.
+// DefaultMirrorsInFlight is 4 per CPU: enough to absorb bursts, few enough
+// that a slow mirror cannot pile up goroutines.
+func DefaultMirrorsInFlight() int { return 4 * runtime.GOMAXPROCS(0) }
+
+// Deployment statuses of a Record: the strategy's name while a rollout is
+// in progress (canary, shadow, blue-green), then completed or rolledback.
 const (
-	StatusCanary     = "canary"
+	StatusCanary     = pipeline.StrategyCanary
+	StatusShadow     = pipeline.StrategyShadow
+	StatusBlueGreen  = pipeline.StrategyBlueGreen
 	StatusCompleted  = "completed"
 	StatusRolledBack = "rolledback"
 )
+
+// InProgress reports whether a Record's status is a rollout in progress.
+func InProgress(status string) bool {
+	switch status {
+	case StatusCanary, StatusShadow, StatusBlueGreen:
+		return true
+	}
+	return false
+}
 
 // Record is a pipeline's deployment, as JSON under <pipeline> in
 // gyre-deployments: what serves, and the rollout in progress or last done.
 type Record struct {
 	Pipeline     string `json:"pipeline"`
 	DeploymentID string `json:"deploymentId"`
-	// Status is canary (in progress), completed or rolledback.
+	// Status is the strategy while the rollout is in progress (canary,
+	// shadow, blue-green), then completed or rolledback.
 	Status   string `json:"status"`
 	Strategy string `json:"strategy"`
 	// Version and PreviousVersion are the rollout's: the version promoted
 	// and the one serving before it (0: none).
 	Version         int64 `json:"version"`
 	PreviousVersion int64 `json:"previousVersion"`
-	// Champion serves all traffic but the canary's share; Candidate is the
-	// canary's model while Status is canary.
+	// Champion is what served before the rollout and serves again if it is
+	// rolled back: all traffic but a canary's share, all of it during a
+	// shadow run, none after a blue-green switch (it stays loaded).
+	// Candidate is the version promoted while the rollout is in progress.
 	Champion  *Serving `json:"champion,omitempty"`
 	Candidate *Serving `json:"candidate,omitempty"`
 	// Steps of a canary, in percent; Step the 1-based step in force and
-	// TrafficPercent the candidate's share.
+	// TrafficPercent the candidate's share of live traffic.
 	Steps          []float64 `json:"steps,omitempty"`
 	Step           int       `json:"step,omitempty"`
 	TrafficPercent float64   `json:"trafficPercent"`
 	StepRequests   int       `json:"stepRequests,omitempty"`
 	// Reason says why a rollout was rolled back.
 	Reason string `json:"reason,omitempty"`
-	// Figures of the last step judged.
+	// Figures of the last judgement (or of a blue-green verification).
 	Figures map[string]float64 `json:"figures,omitempty"`
 	// Cause is the model.promoted the rollout acts on.
 	Cause     Cause     `json:"cause"`
@@ -135,9 +156,15 @@ type Deployer struct {
 	sink        PredictionSink
 	opts        Options
 
-	// mu serialises rollouts: promotions, canary steps, restoration.
+	// mu serialises rollouts: promotions, judgements, restoration.
 	mu      sync.Mutex
 	records map[string]*Record
+
+	// mirrors holds a token per copy of a request being scored.
+	mirrors chan struct{}
+	// beforePredict, when set, runs before every model call (tests plant
+	// slow or stalled models with it).
+	beforePredict atomic.Pointer[func(version int64)]
 
 	restored     chan struct{}
 	restoredOnce sync.Once
@@ -147,11 +174,11 @@ type Deployer struct {
 
 // New returns a deployer over its stores.
 func New(deployments DeploymentStore, models ModelStore, specs SpecStore, emit Emitter, sink PredictionSink, opts Options) *Deployer {
-	if opts.CanaryMinLabels <= 0 {
-		opts.CanaryMinLabels = DefaultCanaryMinLabels
-	}
 	if opts.TrackedPredictions <= 0 {
 		opts.TrackedPredictions = DefaultTrackedPredictions
+	}
+	if opts.MirrorsInFlight <= 0 {
+		opts.MirrorsInFlight = DefaultMirrorsInFlight()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -159,8 +186,26 @@ func New(deployments DeploymentStore, models ModelStore, specs SpecStore, emit E
 	return &Deployer{
 		server:      server{slots: map[string]*atomic.Pointer[Routing]{}},
 		deployments: deployments, models: models, specs: specs, emit: emit, sink: sink, opts: opts,
-		records:  map[string]*Record{},
+		records: map[string]*Record{}, mirrors: make(chan struct{}, opts.MirrorsInFlight),
 		restored: make(chan struct{}), wake: make(chan struct{}, 1), now: time.Now,
+	}
+}
+
+// InjectBeforePredict makes f run before every model call with the
+// version called, on the request path and in mirrors alike; nil removes
+// it. It is fault injection for tests: a sleeping f plants a slow model, a
+// blocking one a stalled model.
+func (d *Deployer) InjectBeforePredict(f func(version int64)) {
+	if f == nil {
+		d.beforePredict.Store(nil)
+		return
+	}
+	d.beforePredict.Store(&f)
+}
+
+func (d *Deployer) injected(m *Model) {
+	if f := d.beforePredict.Load(); f != nil {
+		(*f)(m.Version)
 	}
 }
 
@@ -181,23 +226,41 @@ func (s *server) routing(pipeline string) *Routing {
 	return p.Load()
 }
 
-func (s *server) set(pipeline string, r *Routing) {
+// set replaces a pipeline's routing. The rows kept for a blue-green
+// verification carry over from one routing to the next.
+func (s *server) set(name string, r *Routing) {
 	s.mu.RLock()
-	p := s.slots[pipeline]
+	p := s.slots[name]
 	s.mu.RUnlock()
 	if p == nil {
 		s.mu.Lock()
-		if p = s.slots[pipeline]; p == nil {
+		if p = s.slots[name]; p == nil {
 			p = &atomic.Pointer[Routing]{}
-			s.slots[pipeline] = p
+			s.slots[name] = p
 		}
 		s.mu.Unlock()
+	}
+	if r.Strategy == pipeline.StrategyBlueGreen && r.recent == nil {
+		if old := p.Load(); old != nil && old.recent != nil {
+			r.recent = old.recent
+		} else {
+			r.recent = &recentRows{}
+		}
 	}
 	p.Store(r)
 }
 
 // Routing returns what serves a pipeline; nil when nothing does.
 func (d *Deployer) Routing(pipeline string) *Routing { return d.server.routing(pipeline) }
+
+// RouteHeader returns the request header that pins a caller of a pipeline
+// to one variant.
+func (d *Deployer) RouteHeader(pipelineName string) string {
+	if r := d.server.routing(pipelineName); r != nil && r.RouteHeader != "" {
+		return r.RouteHeader
+	}
+	return pipeline.DefaultRouteHeader
+}
 
 // Known reports whether a pipeline exists (served or not).
 func (d *Deployer) Known(ctx context.Context, pipeline string) (bool, error) {
@@ -226,10 +289,52 @@ func (d *Deployer) Ready() bool {
 	}
 }
 
+// conf is what a routing takes from its pipeline's spec.
+type conf struct {
+	strategy    string
+	sampleRate  float64
+	routeHeader string
+}
+
+func confOf(p *pipeline.Pipeline) conf {
+	d := p.Spec.Deployment
+	return conf{strategy: d.Strategy, sampleRate: d.SampleRate, routeHeader: d.RouteHeader}
+}
+
+func (r *Routing) conf() conf {
+	return conf{strategy: r.Strategy, sampleRate: r.SampleRate, routeHeader: r.RouteHeader}
+}
+
+// plain is the routing of one model serving all traffic.
+func (c conf) plain(name, deploymentID string, m *Model) *Routing {
+	return &Routing{Pipeline: name, DeploymentID: deploymentID, Strategy: c.strategy, Champion: m,
+		SampleRate: c.sampleRate, RouteHeader: c.routeHeader}
+}
+
+// rollout is the routing of a rollout in progress, at the step rec says:
+// a canary's share of traffic, a shadow mirroring the champion, or after a
+// blue-green switch the candidate answering and the previous model
+// mirroring it.
+func (d *Deployer) rollout(c conf, rec *Record, champion, candidate *Model) *Routing {
+	r := c.plain(rec.Pipeline, rec.DeploymentID, champion)
+	labels := newLabelTracker(d.opts.TrackedPredictions)
+	switch rec.Status {
+	case StatusCanary:
+		r.Candidate, r.Percent = candidate, rec.TrafficPercent
+	case StatusShadow:
+		r.Mirror, r.MirrorAs = candidate, Shadow
+	case StatusBlueGreen:
+		r.Candidate, r.Percent = candidate, 100
+		r.Mirror, r.MirrorAs = champion, Champion
+	}
+	r.Rollout = newRollout(rec.DeploymentID, max(rec.Step, 1), r.Percent, rec.StepRequests, labels, d.poke)
+	return r
+}
+
 // Restore puts back what served each pipeline, from its Record and the
 // model store, retrying transient failures until ctx ends; a pipeline
 // whose models cannot be loaded is left out, with the reason logged. A
-// canary in progress resumes at its step with fresh counts.
+// rollout in progress resumes at its step with fresh counts.
 func (d *Deployer) Restore(ctx context.Context) error {
 	defer d.restoredOnce.Do(func() { close(d.restored) })
 	var names []string
@@ -266,7 +371,7 @@ func (d *Deployer) restore(ctx context.Context, name string) error {
 		}
 		return err
 	}
-	champion, err := d.load(ctx, rec.Champion)
+	champion, err := d.load(ctx, rec.Champion, WithBatching(spec.Spec.Deployment.Batching))
 	if err != nil {
 		if isPermanent(err) {
 			d.opts.Logger.Error("deployment not restored: its model cannot be loaded", "pipeline", name, "error", err)
@@ -274,20 +379,19 @@ func (d *Deployer) restore(ctx context.Context, name string) error {
 		}
 		return err
 	}
-	r := &Routing{Pipeline: name, DeploymentID: rec.DeploymentID, Champion: champion, SampleRate: spec.Spec.Deployment.SampleRate}
-	if rec.Status == StatusCanary && rec.Candidate != nil {
-		candidate, err := d.load(ctx, rec.Candidate)
+	c := confOf(spec)
+	r := c.plain(name, rec.DeploymentID, champion)
+	if InProgress(rec.Status) && rec.Candidate != nil {
+		candidate, err := d.load(ctx, rec.Candidate, WithBatching(spec.Spec.Deployment.Batching))
 		switch {
 		case err != nil && !isPermanent(err):
 			return err
 		case err != nil:
-			d.opts.Logger.Error("canary not resumed: its candidate cannot be loaded", "pipeline", name, "error", err)
+			d.opts.Logger.Error("rollout not resumed: its candidate cannot be loaded", "pipeline", name, "error", err)
 		case champion == nil:
 			r.Champion = candidate
 		default:
-			r.Candidate, r.Percent = candidate, rec.TrafficPercent
-			r.Rollout = newRollout(rec.DeploymentID, rec.Step, rec.TrafficPercent, rec.StepRequests,
-				newLabelTracker(d.opts.TrackedPredictions), d.poke)
+			r = d.rollout(c, &rec, champion, candidate)
 		}
 	}
 	if r.Champion == nil {
@@ -300,7 +404,7 @@ func (d *Deployer) restore(ctx context.Context, name string) error {
 	return nil
 }
 
-func (d *Deployer) load(ctx context.Context, s *Serving) (*Model, error) {
+func (d *Deployer) load(ctx context.Context, s *Serving, opts ...ModelOption) (*Model, error) {
 	if s == nil {
 		return nil, nil
 	}
@@ -308,7 +412,7 @@ func (d *Deployer) load(ctx context.Context, s *Serving) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewModel(s.Version, s.Artifact, b, s.Accuracy), nil
+	return NewModel(s.Version, s.Artifact, b, s.Accuracy, opts...), nil
 }
 
 // Promotion is a model.promoted: the version to roll out.
@@ -324,11 +428,18 @@ type Promotion struct {
 }
 
 // Promote rolls a promoted version out with the pipeline's strategy:
-// immediate swaps it in at once; canary gives it the first step's share of
-// traffic and leaves the rest to the step judgements. The first model of a
-// pipeline goes live at once whatever the strategy: there is nothing to
-// compare it with. A promotion handled before (same deployment id) emits
-// what it emitted again, and changes nothing.
+//   - immediate swaps it in at once;
+//   - canary gives it the first step's share of traffic, and the step
+//     judgements the rest;
+//   - shadow has it score a copy of the traffic the champion answers, and
+//     one judgement promotes it to all traffic or drops it;
+//   - blue-green verifies it on the rows served last, beside the champion,
+//     then switches all traffic to it at once, keeping the champion loaded
+//     until the judgement to switch back instantly if it fails.
+//
+// The first model of a pipeline goes live at once whatever the strategy:
+// there is nothing to compare it with. A promotion handled before (same
+// deployment id) emits what it emitted again, and changes nothing.
 func (d *Deployer) Promote(ctx context.Context, p Promotion) error {
 	select {
 	case <-d.restored:
@@ -348,9 +459,10 @@ func (d *Deployer) Promote(ctx context.Context, p Promotion) error {
 	if found && prev.DeploymentID == p.DeploymentID {
 		return d.reemit(ctx, prev)
 	}
-	strategy := spec.Spec.Deployment.Strategy
+	dep := spec.Spec.Deployment
+	strategy := dep.Strategy
 	cur := d.server.routing(p.Pipeline)
-	if cur != nil && cur.Candidate != nil {
+	if cur != nil && (cur.Rollout != nil || cur.Candidate != nil || cur.Mirror != nil) {
 		d.supersede(ctx, p.Pipeline, cur, p.Version)
 		cur = d.server.routing(p.Pipeline)
 	}
@@ -377,10 +489,11 @@ func (d *Deployer) Promote(ctx context.Context, p Promotion) error {
 			Uri: events.ObjectURI(p.Artifact.Bucket, p.Artifact.Key)},
 	}
 	if strategy == pipeline.StrategyCanary {
-		for _, s := range spec.Spec.Deployment.Steps {
+		for _, s := range dep.Steps {
 			started.Steps = append(started.Steps, int32(math.Round(s)))
 		}
 	}
+	c := confOf(spec)
 	b, err := d.models.Load(ctx, p.Artifact)
 	if err != nil {
 		if !isPermanent(err) {
@@ -393,53 +506,133 @@ func (d *Deployer) Promote(ctx context.Context, p Promotion) error {
 		}
 		return d.rollBack(ctx, rec, cur, 0, 0, "the model cannot be loaded: "+err.Error(), nil)
 	}
-	candidate := NewModel(p.Version, p.Artifact, b, accuracy)
+	candidate := NewModel(p.Version, p.Artifact, b, accuracy, WithBatching(dep.Batching))
 	if err := d.emitStarted(ctx, rec, started); err != nil {
 		return err
 	}
-	sampleRate := spec.Spec.Deployment.SampleRate
+	if champion == nil || champion.Version == p.Version {
+		return d.complete(ctx, rec, candidate, c, nil)
+	}
+	rec.StepRequests = dep.StepRequests
 	switch {
+	case strategy == pipeline.StrategyCanary && len(dep.Steps) > 0 && dep.Steps[0] < 100:
+		rec.Status, rec.Steps, rec.Step, rec.TrafficPercent = StatusCanary, slices.Clone(dep.Steps), 1, dep.Steps[0]
+		return d.start(ctx, rec, d.rollout(c, rec, champion, candidate))
 	case strategy == pipeline.StrategyShadow:
-		return d.rollBack(ctx, rec, cur, 0, 0, "strategy shadow is not supported by this deployer; "+keeps(rec.PreviousVersion), nil)
-	case strategy == pipeline.StrategyCanary && champion != nil && champion.Version != p.Version &&
-		len(spec.Spec.Deployment.Steps) > 0 && spec.Spec.Deployment.Steps[0] < 100:
-		steps := spec.Spec.Deployment.Steps
-		rec.Status, rec.Steps, rec.Step, rec.TrafficPercent = StatusCanary, slices.Clone(steps), 1, steps[0]
-		rec.StepRequests = spec.Spec.Deployment.StepRequests
-		rec.Candidate = servingOf(candidate)
-		rec.UpdatedAt = d.now().UTC()
-		if err := d.deployments.Put(ctx, p.Pipeline, *rec); err != nil {
-			return err
-		}
-		d.records[p.Pipeline] = rec
-		d.server.set(p.Pipeline, &Routing{
-			Pipeline: p.Pipeline, DeploymentID: p.DeploymentID, Champion: champion, Candidate: candidate,
-			Percent: steps[0], SampleRate: sampleRate,
-			Rollout: newRollout(p.DeploymentID, 1, steps[0], rec.StepRequests, newLabelTracker(d.opts.TrackedPredictions), d.poke),
-		})
-		d.opts.Logger.Info("canary started", "pipeline", p.Pipeline, "deployment_id", p.DeploymentID,
-			"version", p.Version, "champion", champion.Version, "traffic_percent", steps[0])
-		return nil
+		rec.Status, rec.Step, rec.TrafficPercent = StatusShadow, 1, 0
+		return d.start(ctx, rec, d.rollout(c, rec, champion, candidate))
+	case strategy == pipeline.StrategyBlueGreen:
+		return d.blueGreen(ctx, rec, cur, c, PolicyOf(dep.Rollback), champion, candidate)
 	default:
-		return d.complete(ctx, rec, candidate, sampleRate, nil)
+		return d.complete(ctx, rec, candidate, c, nil)
 	}
 }
 
-// complete makes m serve all traffic and records and announces it.
-func (d *Deployer) complete(ctx context.Context, rec *Record, m *Model, sampleRate float64, figures map[string]float64) error {
+// start records a rollout in progress and puts its routing in force.
+func (d *Deployer) start(ctx context.Context, rec *Record, r *Routing) error {
+	rec.Candidate = servingOf(rolloutCandidate(r))
+	rec.UpdatedAt = d.now().UTC()
+	if err := d.deployments.Put(ctx, rec.Pipeline, *rec); err != nil {
+		return err
+	}
+	d.records[rec.Pipeline] = rec
+	d.server.set(rec.Pipeline, r)
+	d.opts.Logger.Info("rollout started", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
+		"strategy", rec.Strategy, "version", rec.Version, "champion", rec.PreviousVersion,
+		"traffic_percent", rec.TrafficPercent)
+	return nil
+}
+
+// rolloutCandidate is the version a rollout routing judges.
+func rolloutCandidate(r *Routing) *Model {
+	if r.MirrorAs == Shadow {
+		return r.Mirror
+	}
+	return r.Candidate
+}
+
+// blueGreen verifies the candidate beside the champion on the rows served
+// last; if it holds, all traffic switches to it at once
+// (deployment.progressed at 100 %), the champion staying loaded and
+// scoring a copy of the traffic until the judgement.
+func (d *Deployer) blueGreen(ctx context.Context, rec *Record, cur *Routing, c conf, p Policy, champion, candidate *Model) error {
+	var reqs []*Request
+	if cur != nil && cur.recent != nil {
+		reqs = cur.recent.snapshot()
+	}
+	figures, reason := d.verify(champion, candidate, reqs, p)
+	if reason != "" {
+		return d.rollBack(ctx, rec, cur, 0, 0, "verification failed: "+reason+"; "+keeps(rec.PreviousVersion), figures)
+	}
+	rec.Status, rec.Step, rec.TrafficPercent, rec.Figures = StatusBlueGreen, 1, 100, figures
+	if err := d.start(ctx, rec, d.rollout(c, rec, champion, candidate)); err != nil {
+		return err
+	}
+	return d.emitProgressed(ctx, rec, figures)
+}
+
+// verify scores the requests served last with both models — which also
+// warms the candidate — and says why the candidate may not take traffic:
+// it fails on them, or its predictions drift from the champion's beyond the
+// policy. No requests (no traffic yet) verify nothing.
+func (d *Deployer) verify(champion, candidate *Model, reqs []*Request, p Policy) (figures map[string]float64, reason string) {
+	figures = map[string]float64{"verifiedRequests": float64(len(reqs))}
+	var cs, ws predictionSample
+	rows, agree := 0, 0
+	start := time.Now()
+	for _, req := range reqs {
+		got, err := d.predict(context.Background(), *req, candidate)
+		if err != nil {
+			figures["verifiedRows"] = float64(rows)
+			return figures, fmt.Sprintf("version %d cannot score the requests served last: %v", candidate.Version, err)
+		}
+		want, err := d.predict(context.Background(), *req, champion)
+		if err != nil {
+			// The champion failing on its own traffic says nothing of
+			// the candidate.
+			continue
+		}
+		rows += len(got.Labels)
+		for i := range got.Labels {
+			if canonical(got.Labels[i]) == canonical(want.Labels[i]) {
+				agree++
+			}
+		}
+		cs.add(got)
+		ws.add(want)
+	}
+	figures["verifyMs"] = float64(time.Since(start).Microseconds()) / 1000
+	figures["verifiedRows"] = float64(rows)
+	if rows > 0 {
+		figures["verifyAgreement"] = float64(agree) / float64(rows)
+	}
+	if psi, _, _, ok := predictionDrift(&ws, &cs); ok {
+		figures["verifyPredictionDrift"] = psi
+		if p.MaxPredictionDrift > 0 && psi > p.MaxPredictionDrift+tolerance {
+			return figures, fmt.Sprintf("predictionDrift %.4g > maxPredictionDrift %.4g (PSI over the %d rows served last)",
+				psi, p.MaxPredictionDrift, rows)
+		}
+	}
+	return figures, ""
+}
+
+// complete makes m serve all traffic and records and announces it; the
+// models the rollout held beside it are released.
+func (d *Deployer) complete(ctx context.Context, rec *Record, m *Model, c conf, figures map[string]float64) error {
 	rec.Status, rec.Candidate, rec.Champion = StatusCompleted, nil, servingOf(m)
 	rec.TrafficPercent, rec.Figures, rec.UpdatedAt = 100, figures, d.now().UTC()
 	if err := d.deployments.Put(ctx, rec.Pipeline, *rec); err != nil {
 		return err
 	}
 	d.records[rec.Pipeline] = rec
-	d.server.set(rec.Pipeline, &Routing{Pipeline: rec.Pipeline, DeploymentID: rec.DeploymentID, Champion: m, SampleRate: sampleRate})
+	d.server.set(rec.Pipeline, c.plain(rec.Pipeline, rec.DeploymentID, m))
 	d.opts.Logger.Info("deployment completed", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
-		"version", m.Version, "previous_version", rec.PreviousVersion)
+		"strategy", rec.Strategy, "version", m.Version, "previous_version", rec.PreviousVersion)
 	return d.emitCompleted(ctx, rec)
 }
 
-// rollBack ends a rollout with what served before (cur's champion) serving.
+// rollBack ends a rollout with what served before (cur's champion) serving
+// all traffic; it is still loaded, so the switch is one store.
 func (d *Deployer) rollBack(ctx context.Context, rec *Record, cur *Routing, step int, percent float64, reason string, figures map[string]float64) error {
 	rec.Status, rec.Candidate, rec.Reason, rec.Figures = StatusRolledBack, nil, reason, figures
 	rec.Step, rec.TrafficPercent, rec.UpdatedAt = step, percent, d.now().UTC()
@@ -448,24 +641,24 @@ func (d *Deployer) rollBack(ctx context.Context, rec *Record, cur *Routing, step
 	}
 	d.records[rec.Pipeline] = rec
 	if cur != nil && cur.Champion != nil {
-		d.server.set(rec.Pipeline, &Routing{Pipeline: rec.Pipeline, DeploymentID: cur.DeploymentID, Champion: cur.Champion, SampleRate: cur.SampleRate})
+		d.server.set(rec.Pipeline, cur.conf().plain(rec.Pipeline, cur.DeploymentID, cur.Champion))
 	}
 	d.opts.Logger.Warn("deployment rolled back", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
-		"version", rec.Version, "reason", reason)
+		"strategy", rec.Strategy, "version", rec.Version, "reason", reason)
 	return d.emitRolledBack(ctx, rec)
 }
 
-// supersede abandons a canary in progress for a newer promotion; its
-// champion keeps serving.
+// supersede abandons a rollout in progress for a newer promotion; its
+// champion keeps (or, after a blue-green switch, again) serving.
 func (d *Deployer) supersede(ctx context.Context, name string, cur *Routing, by int64) {
 	rec := d.records[name]
-	if rec == nil || rec.Status != StatusCanary {
-		d.server.set(name, &Routing{Pipeline: name, DeploymentID: cur.DeploymentID, Champion: cur.Champion, SampleRate: cur.SampleRate})
+	if rec == nil || !InProgress(rec.Status) || cur.Rollout == nil {
+		d.server.set(name, cur.conf().plain(name, cur.DeploymentID, cur.Champion))
 		return
 	}
 	figures := Judge(Policy{MaxErrorRate: math.Inf(1)}, cur.Rollout.Status(), nil).Figures
 	if err := d.rollBack(ctx, rec, cur, rec.Step, rec.TrafficPercent, fmt.Sprintf("superseded by version %d", by), figures); err != nil {
-		d.opts.Logger.Error("superseded canary: record or event failed", "pipeline", name, "error", err)
+		d.opts.Logger.Error("superseded rollout: record or event failed", "pipeline", name, "error", err)
 	}
 }
 
@@ -497,6 +690,16 @@ func (d *Deployer) emitStarted(ctx context.Context, rec *Record, msg *gyrev1.Dep
 	return d.emit.Emit(ctx, rec.Cause, rec.Pipeline, msg, rec.Version, events.DeploymentStarted, rec.DeploymentID)
 }
 
+// emitProgressed announces the step now in force (rec.Step) and the
+// figures that allowed the move.
+func (d *Deployer) emitProgressed(ctx context.Context, rec *Record, figures map[string]float64) error {
+	return d.emit.Emit(ctx, rec.Cause, rec.Pipeline, &gyrev1.DeploymentProgressed{
+		Pipeline: rec.Pipeline, DeploymentId: rec.DeploymentID, ModelVersion: rec.Version,
+		PreviousVersion: rec.PreviousVersion, Strategy: rec.Strategy, Step: int32(rec.Step),
+		TrafficPercent: int32(math.Round(rec.TrafficPercent)), Figures: maps.Clone(figures),
+	}, rec.Version, events.DeploymentProgressed, rec.DeploymentID, fmt.Sprint(rec.Step))
+}
+
 func (d *Deployer) emitCompleted(ctx context.Context, rec *Record) error {
 	return d.emit.Emit(ctx, rec.Cause, rec.Pipeline, &gyrev1.DeploymentCompleted{
 		Pipeline: rec.Pipeline, DeploymentId: rec.DeploymentID, ModelVersion: rec.Version,
@@ -513,7 +716,7 @@ func (d *Deployer) emitRolledBack(ctx context.Context, rec *Record) error {
 	}, rec.Version, events.DeploymentRolledBack, rec.DeploymentID)
 }
 
-// Labels counts labels of predictions made during a canary.
+// Labels counts labels of predictions made during a rollout.
 func (d *Deployer) Labels(pipeline string, labels []Label) int {
 	r := d.server.routing(pipeline)
 	if r == nil || r.Rollout == nil {
@@ -530,9 +733,10 @@ func (d *Deployer) poke() {
 	}
 }
 
-// Run judges canary steps as they fall due, until ctx ends. Steps fall due
-// on the request path (the candidate served its share); the judgement, and
-// what it records and emits, happens here, off that path.
+// Run judges rollout steps as they fall due, until ctx ends. Steps fall
+// due on the request path (the candidate served, or scored, its share);
+// the judgement, and what it records and emits, happens here, off that
+// path.
 func (d *Deployer) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -552,32 +756,37 @@ func (d *Deployer) judgeDue(ctx context.Context) {
 	defer d.mu.Unlock()
 	for name, rec := range d.records {
 		r := d.server.routing(name)
-		if rec.Status != StatusCanary || r == nil || r.Rollout == nil || r.Rollout.DeploymentID != rec.DeploymentID || !r.Rollout.Due() {
+		if !InProgress(rec.Status) || r == nil || r.Rollout == nil || r.Rollout.DeploymentID != rec.DeploymentID || !r.Rollout.Due() {
 			continue
 		}
 		if err := d.judge(ctx, rec, r); err != nil {
-			d.opts.Logger.Error("canary step: record or event failed; judged again shortly", "pipeline", name,
+			d.opts.Logger.Error("rollout step: record or event failed; judged again shortly", "pipeline", name,
 				"deployment_id", rec.DeploymentID, "error", err)
 		}
 	}
 }
 
-// judge ends the step in force: on to the next step (deployment.progressed),
-// to all traffic (deployment.completed), or back (deployment.rolledback).
+// judge ends the step in force: on to the next canary step
+// (deployment.progressed), to all traffic (deployment.completed), or back
+// to the champion (deployment.rolledback), each with the figures that
+// decided it.
 func (d *Deployer) judge(ctx context.Context, rec *Record, r *Routing) error {
 	spec, err := d.specs.Pipeline(ctx, rec.Pipeline)
 	if err != nil {
 		return err
 	}
-	rb := spec.Spec.Deployment.Rollback
-	v := Judge(Policy{MaxErrorRate: rb.MaxErrorRate, MaxAccuracyDrop: rb.MaxAccuracyDrop, MinLabels: d.opts.CanaryMinLabels},
-		r.Rollout.Status(), r.Champion.Accuracy)
+	v := Judge(PolicyOf(spec.Spec.Deployment.Rollback), r.Rollout.Status(), r.Champion.Accuracy)
 	if !v.Pass {
-		return d.rollBack(ctx, rec, r, rec.Step, rec.TrafficPercent, v.Reason+"; "+keeps(rec.PreviousVersion), v.Figures)
+		back := keeps(rec.PreviousVersion)
+		if rec.Status == StatusBlueGreen {
+			back = fmt.Sprintf("all traffic switched back to version %d", rec.PreviousVersion)
+		}
+		return d.rollBack(ctx, rec, r, rec.Step, rec.TrafficPercent, v.Reason+"; "+back, v.Figures)
 	}
+	candidate := rolloutCandidate(r)
 	next := rec.Step + 1
-	if next > len(rec.Steps) || rec.Steps[next-1] >= 100 {
-		return d.complete(ctx, rec, r.Candidate, r.SampleRate, v.Figures)
+	if rec.Status != StatusCanary || next > len(rec.Steps) || rec.Steps[next-1] >= 100 {
+		return d.complete(ctx, rec, candidate, r.conf(), v.Figures)
 	}
 	upd := *rec
 	upd.Step, upd.TrafficPercent, upd.Figures, upd.UpdatedAt = next, rec.Steps[next-1], v.Figures, d.now().UTC()
@@ -590,11 +799,7 @@ func (d *Deployer) judge(ctx context.Context, rec *Record, r *Routing) error {
 	d.server.set(rec.Pipeline, &nr)
 	d.opts.Logger.Info("canary progressed", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
 		"step", next, "traffic_percent", upd.TrafficPercent)
-	return d.emit.Emit(ctx, rec.Cause, rec.Pipeline, &gyrev1.DeploymentProgressed{
-		Pipeline: rec.Pipeline, DeploymentId: rec.DeploymentID, ModelVersion: rec.Version,
-		PreviousVersion: rec.PreviousVersion, Strategy: rec.Strategy, Step: int32(next),
-		TrafficPercent: int32(math.Round(upd.TrafficPercent)), Figures: maps.Clone(v.Figures),
-	}, rec.Version, events.DeploymentProgressed, rec.DeploymentID, fmt.Sprint(next))
+	return d.emitProgressed(ctx, rec, v.Figures)
 }
 
 // DeploymentStatus returns a pipeline's deployment; ok is false when none

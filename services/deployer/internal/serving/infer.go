@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
@@ -37,11 +35,15 @@ type Request struct {
 	Pipeline string
 	// Version pins a serving version; 0 lets the routing choose.
 	Version int64
-	// RoutingKey makes the canary choice sticky; empty: random.
+	// RoutingKey is the value of the pipeline's route header
+	// (spec.deployment.routeHeader): it pins the request to one variant of
+	// a canary, by a stable hash against the step's share; empty: random.
 	RoutingKey string
-	// Columns are the inputs given, by name; Records the rows (column →
-	// text, absent when missing).
+	// Columns are the inputs given, by name. The rows are Inputs, typed
+	// column by column as the client sent them, or when Inputs is nil
+	// Records (column → text, absent when missing).
 	Columns []string
+	Inputs  *Frame
 	Records []map[string]string
 }
 
@@ -58,7 +60,13 @@ type Result struct {
 }
 
 // Infer answers a request with the routing in force when it starts, which
-// it keeps to the end: a swap meanwhile affects only later requests.
+// it keeps to the end: a swap meanwhile affects only later requests. While
+// a rollout runs, routed requests count towards its judgement, and a
+// mirror (a shadow candidate, or the previous model after a blue-green
+// switch) scores a copy of those answered, after the answer and off the
+// request path: it adds no latency and no error to it. The copy reads the
+// request's rows (Inputs or Records) after Infer returns; the caller must
+// not change them.
 func (d *Deployer) Infer(ctx context.Context, req Request) (*Result, error) {
 	start := time.Now()
 	r := d.server.routing(req.Pipeline)
@@ -67,7 +75,7 @@ func (d *Deployer) Infer(ctx context.Context, req Request) (*Result, error) {
 	}
 	for _, c := range req.Columns {
 		if !r.accepts(c) {
-			return nil, &InputError{Reason: fmt.Sprintf("unexpected input %q: the model takes %s", c, inputNames(r.Champion))}
+			return nil, &InputError{Reason: fmt.Sprintf("unexpected input %q: the model takes %s", c, inputNames(r.Serving()))}
 		}
 	}
 	var m *Model
@@ -80,48 +88,92 @@ func (d *Deployer) Infer(ctx context.Context, req Request) (*Result, error) {
 	} else {
 		m, v = r.pick(req.RoutingKey)
 	}
-	// Only routed traffic counts towards a canary: a client pinning a
+	// Only routed traffic counts towards a rollout: a client pinning a
 	// version chose it.
 	rollout := r.Rollout
 	if req.Version != 0 {
 		rollout = nil
 	}
-	res, err := d.predict(req, m)
+	d.injected(m)
+	res, err := d.predict(ctx, req, m)
 	latency := time.Since(start)
 	if err != nil {
-		if rollout != nil {
+		// A request its client abandoned says nothing of the model.
+		if rollout != nil && ctx.Err() == nil {
 			rollout.record(v, true, latency, nil, nil)
 		}
 		return nil, err
 	}
-	ids := make([]string, len(req.Records))
+	ids := make([]string, req.Len())
 	for i := range ids {
 		ids[i] = newPredictionID()
 	}
 	if rollout != nil {
-		rollout.record(v, false, latency, ids, res.Labels)
+		rollout.record(v, false, latency, ids, res)
+	}
+	if r.recent != nil && req.Version == 0 && len(ids) <= recentMaxRows {
+		r.recent.add(&req)
 	}
 	out := &Result{
 		Pipeline: req.Pipeline, DeploymentID: r.DeploymentID, Model: m, Variant: v,
 		PredictionIDs: ids, Predictions: res, Latency: latency,
 	}
-	if r.SampleRate > 0 && rand.Float64() < r.SampleRate {
+	sampled := r.SampleRate > 0 && rand.Float64() < r.SampleRate
+	if sampled {
 		d.logPredictions(req, out, r.SampleRate)
+	}
+	if rollout != nil && r.Mirror != nil && r.Mirror != m {
+		d.mirror(r, rollout, req, ids, sampled)
 	}
 	return out, nil
 }
 
-func (d *Deployer) predict(req Request, m *Model) (*bundle.Predictions, error) {
-	given := make(map[string]bool, len(req.Columns))
-	for _, c := range req.Columns {
-		given[c] = true
+// mirror has r.Mirror score a copy of a request that was answered, in a
+// goroutine of its own, and counts the result in the rollout; a shadow's
+// predictions are logged (variant shadow) under the answer's prediction
+// ids, so that labels join both. When MirrorsInFlight copies are being
+// scored already the request is not mirrored, only counted: a mirror must
+// never queue work behind live traffic.
+func (d *Deployer) mirror(r *Routing, rollout *Rollout, req Request, ids []string, sampled bool) {
+	select {
+	case d.mirrors <- struct{}{}:
+	default:
+		rollout.skipped.Add(1)
+		return
 	}
+	m, as := r.Mirror, r.MirrorAs
+	go func() {
+		defer func() { <-d.mirrors }()
+		start := time.Now()
+		d.injected(m)
+		res, err := d.predict(context.Background(), req, m)
+		latency := time.Since(start)
+		if err != nil {
+			rollout.record(as, true, latency, nil, nil)
+			return
+		}
+		rollout.record(as, false, latency, ids, res)
+		if sampled && as == Shadow {
+			d.logPredictions(req, &Result{
+				Pipeline: req.Pipeline, DeploymentID: r.DeploymentID, Model: m, Variant: as,
+				PredictionIDs: ids, Predictions: res, Latency: latency,
+			}, r.SampleRate)
+		}
+	}()
+}
+
+// predict scores a request's rows with m: every input the model takes must
+// be given (an input it does not take was refused before). Concurrent
+// requests to m may share one model call (spec.deployment.batching); ctx
+// ending while the request waits for the model abandons it.
+func (d *Deployer) predict(ctx context.Context, req Request, m *Model) (*bundle.Predictions, error) {
+	f := req.frame()
 	for _, in := range m.inputs {
-		if !given[in.Name] {
+		if f.Column(in.Name) == nil {
 			return nil, &InputError{Reason: fmt.Sprintf("missing input %q: the model takes %s", in.Name, inputNames(m))}
 		}
 	}
-	return m.predict(req.Records)
+	return m.predict(ctx, f)
 }
 
 // absent explains why a pipeline has no routing: unknown, or not deployed.
@@ -172,23 +224,26 @@ func (d *Deployer) logPredictions(req Request, res *Result, rate float64) {
 	}
 	classes := m.Classes()
 	p := res.Predictions
-	for lo := 0; lo < len(req.Records); lo += maxLoggedRows {
-		hi := min(lo+maxLoggedRows, len(req.Records))
+	f := req.frame()
+	cols := make([]*Column, len(m.inputs))
+	for k, in := range m.inputs {
+		cols[k] = f.Column(in.Name)
+	}
+	for lo := 0; lo < f.Rows; lo += maxLoggedRows {
+		hi := min(lo+maxLoggedRows, f.Rows)
 		msg := &gyrev1.PredictionLogged{
 			Pipeline: res.Pipeline, ModelVersion: m.Version, DeploymentId: res.DeploymentID,
 			Variant: string(res.Variant), Features: numeric, SampleRate: rate,
 			LatencyMs: float64(res.Latency) / 1e6,
 		}
 		for i := lo; i < hi; i++ {
-			rec := req.Records[i]
 			row := &gyrev1.Prediction{PredictionId: res.PredictionIDs[i], Output: p.Labels[i]}
-			for _, in := range m.inputs {
-				v, ok := rec[in.Name]
+			for k, in := range m.inputs {
 				if in.Numeric {
-					row.Values = append(row.Values, parseOr(v, ok))
+					row.Values = append(row.Values, cols[k].Number(i))
 					continue
 				}
-				if ok {
+				if v, ok := cols[k].Value(i); ok {
 					if row.TextInputs == nil {
 						row.TextInputs = map[string]string{}
 					}
@@ -205,21 +260,4 @@ func (d *Deployer) logPredictions(req Request, res *Result, rate float64) {
 		}
 		d.sink.Offer(msg)
 	}
-}
-
-func parseOr(v string, ok bool) float64 {
-	if !ok {
-		return math.NaN()
-	}
-	x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-	if err != nil {
-		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "true":
-			return 1
-		case "false":
-			return 0
-		}
-		return math.NaN()
-	}
-	return x
 }

@@ -1,19 +1,25 @@
 // Package serving is the deployer's application: it holds the models that
 // serve each pipeline behind an atomically swapped routing table, answers
 // inference requests (typed commands the HTTP port decodes), rolls promoted
-// models out — at once, or as a canary judged step by step on error rate
-// and live accuracy — and restores what served after a restart. It knows no
+// models out — immediate, canary, shadow or blue-green, judged on error
+// rate, latency, live accuracy and prediction drift (routing.go, canary.go)
+// — and restores what served after a restart. It knows no
 // transport: state, artifacts, specs and emitted events go through the
 // small interfaces in deployer.go.
 package serving
 
 import (
+	"context"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"slices"
+	"strconv"
+	"time"
 
 	"github.com/gyrehq/gyre/libs/bundle"
+	"github.com/gyrehq/gyre/libs/features"
 	"github.com/gyrehq/gyre/libs/ml"
+	"github.com/gyrehq/gyre/libs/pipeline"
 )
 
 // Artifact locates a model bundle in the object store.
@@ -30,8 +36,11 @@ type Input struct {
 	Numeric bool
 }
 
-// Model is a loaded bundle with its version. It is immutable, so any number
-// of requests may use it while another model replaces it.
+// Model is a loaded bundle with its version. What it predicts with is
+// immutable, so any number of requests may use it while another model
+// replaces it. Its batcher groups the concurrent requests it serves into
+// shared model calls; holding no goroutine of its own, the batcher finishes
+// what it was given and goes with the model when the model is swapped out.
 type Model struct {
 	Version  int64
 	Artifact Artifact
@@ -40,134 +49,181 @@ type Model struct {
 	Accuracy *float64
 	bundle   *bundle.Bundle
 	inputs   []Input
+	names    []string
+	// What the request path needs of the bundle, read once (the model's
+	// Signature clones on every call).
+	task    ml.Task
+	classes []string
+	columns []features.Column
+	width   int
+	batch   *batcher
+}
+
+// ModelOption adjusts a model as it is loaded.
+type ModelOption func(*modelOptions)
+
+type modelOptions struct {
+	batching pipeline.Batching
+}
+
+// WithBatching sets how the model groups concurrent requests: the
+// pipeline's spec.deployment.batching. Without it the spec's defaults
+// apply.
+func WithBatching(b pipeline.Batching) ModelOption {
+	return func(o *modelOptions) { o.batching = b }
 }
 
 // NewModel wraps a loaded bundle.
-func NewModel(version int64, art Artifact, b *bundle.Bundle, accuracy *float64) *Model {
-	m := &Model{Version: version, Artifact: art, Accuracy: accuracy, bundle: b}
+func NewModel(version int64, art Artifact, b *bundle.Bundle, accuracy *float64, opts ...ModelOption) *Model {
+	o := modelOptions{batching: pipeline.Batching{
+		MaxBatchSize: pipeline.DefaultMaxBatchSize, MaxQueueDelayMs: pipeline.DefaultMaxQueueDelayMs,
+	}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sig := b.Model.Signature()
+	m := &Model{
+		Version: version, Artifact: art, Accuracy: accuracy, bundle: b,
+		task: sig.Task, classes: sig.Classes, columns: b.Features.Columns, width: len(sig.Inputs),
+	}
 	for _, c := range b.Features.Columns {
 		m.inputs = append(m.inputs, Input{Name: c.Name, Numeric: c.Numeric})
+		m.names = append(m.names, c.Name)
 	}
+	delay := time.Duration(o.batching.MaxQueueDelayMs * float64(time.Millisecond))
+	m.batch = newBatcher(o.batching.MaxBatchSize, delay, defaultSlots(), m.score)
 	return m
 }
 
 // Inputs returns the raw feature columns the model takes, in order.
 func (m *Model) Inputs() []Input { return slices.Clone(m.inputs) }
 
+// InputNames returns the names of the model's inputs, in order. The slice
+// is the model's: callers must not change it.
+func (m *Model) InputNames() []string { return m.names }
+
 // Task returns classification or regression.
-func (m *Model) Task() ml.Task { return m.bundle.Model.Signature().Task }
+func (m *Model) Task() ml.Task { return m.task }
+
+// Algorithm returns the model's algorithm (gbdt, logreg, ...).
+func (m *Model) Algorithm() string { return m.bundle.Model.Info().Algorithm }
 
 // Classes returns the class names in the order of the probabilities.
-func (m *Model) Classes() []string { return m.bundle.Classes() }
+func (m *Model) Classes() []string { return slices.Clone(m.classes) }
 
-// predict scores raw records (column → text, absent = missing).
-func (m *Model) predict(records []map[string]string) (*bundle.Predictions, error) {
-	p, err := m.bundle.PredictRecords(records)
+// Batching returns how the model groups concurrent requests: the most rows
+// of one model call (1: no grouping) and the longest a queued request
+// waits for others to join its call.
+func (m *Model) Batching() (maxRows int, maxQueueDelay time.Duration) {
+	return m.batch.maxRows, m.batch.delay
+}
+
+// BatchStats returns the model calls made and the rows they scored: rows
+// per call is the mean batch size.
+func (m *Model) BatchStats() (calls, rows int64) {
+	return m.batch.calls.Load(), m.batch.scored.Load()
+}
+
+// predict scores a frame. Its columns are encoded into model inputs here,
+// on the request's goroutine, so that a bad value fails its own request
+// only; the model call may be shared with concurrent requests.
+func (m *Model) predict(ctx context.Context, f *Frame) (*bundle.Predictions, error) {
+	x, err := m.encode(f)
 	if err != nil {
-		return nil, &InputError{Reason: err.Error()}
+		return nil, err
 	}
-	if m.Task() == ml.Classification {
-		for i := range p.Labels {
-			if p.Labels[i] == "" {
-				return nil, &InputError{Reason: fmt.Sprintf("row %d could not be scored: the model cannot handle its missing values", i+1)}
+	s, err := m.batch.do(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	return m.predictions(s, len(x))
+}
+
+// encode turns a frame into model input rows with the bundle's feature
+// set, column by column, into one allocation.
+func (m *Model) encode(f *Frame) ([][]float64, error) {
+	n, w := f.Rows, m.width
+	flat := make([]float64, n*w)
+	x := make([][]float64, n)
+	for i := range x {
+		x[i] = flat[i*w : (i+1)*w : (i+1)*w]
+	}
+	off := 0
+	for k := range m.columns {
+		fc := &m.columns[k]
+		width := fc.Width()
+		col := f.Column(fc.Name)
+		if col == nil {
+			return nil, &InputError{Reason: fmt.Sprintf("missing input %q: the model takes %s", fc.Name, inputNames(m))}
+		}
+		// Booleans meet a text column as true and false, not 1 and 0.
+		boolText := col.Bool && (!fc.Numeric || fc.Transform == pipeline.TransformOneHot)
+		for i := 0; i < n; i++ {
+			dst := x[i][off : off+width]
+			var err error
+			switch {
+			case col.Text != nil:
+				err = fc.Encode(col.Text[i], col.Missing != nil && col.Missing[i], dst, i+1)
+			case boolText:
+				v, ok := col.Value(i)
+				err = fc.Encode(v, !ok, dst, i+1)
+			default:
+				err = fc.EncodeNumber(col.Numbers[i], dst, i+1)
+			}
+			if err != nil {
+				return nil, &InputError{Reason: err.Error()}
 			}
 		}
+		off += width
+	}
+	return x, nil
+}
+
+// score is the model call the batcher makes: a classifier's probabilities,
+// a regressor's values.
+func (m *Model) score(x [][]float64) scores {
+	if m.task == ml.Regression {
+		return scores{values: m.bundle.Model.Predict(x)}
+	}
+	return scores{proba: m.bundle.Model.PredictProba(x)}
+}
+
+// predictions are the scores of n rows as bundle.PredictRecords gives
+// them: the class of highest probability (the lower on ties), or the
+// value. A classifier's row that could not be scored fails the request.
+func (m *Model) predictions(s scores, n int) (*bundle.Predictions, error) {
+	p := &bundle.Predictions{Task: m.task, Classes: m.classes, Labels: make([]string, n)}
+	if m.task == ml.Regression {
+		p.Values = s.values
+		for i, v := range p.Values {
+			p.Labels[i] = strconv.FormatFloat(v, 'g', -1, 64)
+		}
+		return p, nil
+	}
+	p.Proba = s.proba
+	p.Values = make([]float64, n)
+	for i, row := range p.Proba {
+		k := argmax(row)
+		if k < 0 || k >= len(m.classes) {
+			return nil, &InputError{Reason: fmt.Sprintf("row %d could not be scored: the model cannot handle its missing values", i+1)}
+		}
+		p.Values[i] = float64(k)
+		p.Labels[i] = m.classes[k]
 	}
 	return p, nil
 }
 
-// Variant names the traffic a request was served as; prediction.logged
-// carries it.
-type Variant string
-
-// Variants.
-const (
-	// Champion is the model serving all traffic, or what a canary leaves.
-	Champion Variant = "champion"
-	// Canary is the candidate of a canary rollout.
-	Canary Variant = "canary"
-)
-
-// Routing is what serves a pipeline: one immutable snapshot, replaced as a
-// whole (Server.set) so that a request, which loads it once, finishes on
-// the models it started with.
-type Routing struct {
-	Pipeline     string
-	DeploymentID string
-	// Champion serves all traffic but the candidate's share; nil when no
-	// model serves (never set so).
-	Champion *Model
-	// Candidate, with Percent of the traffic, during a canary.
-	Candidate *Model
-	Percent   float64
-	// Rollout counts the step in force of a canary; nil otherwise.
-	Rollout *Rollout
-	// SampleRate is the share of requests logged as prediction.logged.
-	SampleRate float64
-}
-
-// pick chooses the variant of a request. With a routing key the choice is
-// sticky: the same key goes to the same variant throughout a rollout, and a
-// key on the candidate at one step stays there as its share grows.
-func (r *Routing) pick(routingKey string) (*Model, Variant) {
-	if r.Candidate == nil || r.Percent <= 0 {
-		return r.Champion, Champion
-	}
-	var x float64
-	if routingKey != "" {
-		x = float64(fnv64(r.DeploymentID+"\x00"+routingKey)%10000) / 100
-	} else {
-		x = rand.Float64() * 100
-	}
-	if x < r.Percent {
-		return r.Candidate, Canary
-	}
-	return r.Champion, Champion
-}
-
-// version returns the serving model of a version, and its variant.
-func (r *Routing) version(v int64) (*Model, Variant, bool) {
-	switch {
-	case r.Champion != nil && r.Champion.Version == v:
-		return r.Champion, Champion, true
-	case r.Candidate != nil && r.Candidate.Version == v:
-		return r.Candidate, Canary, true
-	}
-	return nil, "", false
-}
-
-// Versions returns the versions serving, champion first.
-func (r *Routing) Versions() []int64 {
-	var vs []int64
-	if r.Champion != nil {
-		vs = append(vs, r.Champion.Version)
-	}
-	if r.Candidate != nil {
-		vs = append(vs, r.Candidate.Version)
-	}
-	return vs
-}
-
-// accepts reports whether any serving model takes a column.
-func (r *Routing) accepts(name string) bool {
-	for _, m := range []*Model{r.Champion, r.Candidate} {
-		if m == nil {
-			continue
+// argmax returns the index of the largest value (the lower on ties), or -1
+// when there is none or one is NaN, as bundle does.
+func argmax(xs []float64) int {
+	best := -1
+	for i, v := range xs {
+		if math.IsNaN(v) {
+			return -1
 		}
-		for _, in := range m.inputs {
-			if in.Name == name {
-				return true
-			}
+		if best < 0 || v > xs[best] {
+			best = i
 		}
 	}
-	return false
-}
-
-func fnv64(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	return h
+	return best
 }

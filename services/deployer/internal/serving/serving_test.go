@@ -10,7 +10,7 @@ func ptr(f float64) *float64 { return &f }
 
 func TestJudge(t *testing.T) {
 	t.Parallel()
-	p := Policy{MaxErrorRate: 0.02, MaxAccuracyDrop: 0.05, MinLabels: 10}
+	p := Policy{MaxErrorRate: 0.02, MaxAccuracyDrop: 0.05, MaxLatencyP99Ms: 10, MaxPredictionDrift: 0.2, MinLabels: 10}
 	for _, tc := range []struct {
 		name     string
 		s        Status
@@ -28,6 +28,13 @@ func TestJudge(t *testing.T) {
 		{name: "worse than the champion's evaluation", s: Status{Requests: 100, Labelled: 20, Correct: 10}, baseline: ptr(0.8),
 			reason: "below the champion's 0.8"},
 		{name: "no champion accuracy at all", s: Status{Requests: 100, Labelled: 20, Correct: 0}, pass: true},
+		{name: "latency SLO broken", s: Status{Requests: 100, P99Ms: 12.5, ChampionP99Ms: 1}, reason: "p99LatencyMs 12.5 > maxLatencyP99Ms 10"},
+		{name: "latency SLO kept", s: Status{Requests: 100, P99Ms: 10}, pass: true},
+		{name: "predictions drifted", s: Status{Requests: 100, Drift: 0.9, DriftOK: true, DriftRows: 400, ChampionDriftRows: 400},
+			reason: "predictionDrift 0.9 > maxPredictionDrift 0.2 (PSI of 400 candidate against 400 champion predictions)"},
+		{name: "drift too thinly sampled to count", s: Status{Requests: 100, Drift: 0.9, DriftRows: 10}, pass: true},
+		{name: "every limit broken is named", s: Status{Requests: 100, Errors: 50, P99Ms: 50, Drift: 1, DriftOK: true},
+			reason: "errorRate 0.5 > maxErrorRate 0.02 (50 of 100 requests failed); p99LatencyMs 50 > maxLatencyP99Ms 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -71,9 +78,10 @@ func TestPickIsStickyAndProportional(t *testing.T) {
 
 func TestLabelTrackerCountsEachPredictionOnce(t *testing.T) {
 	t.Parallel()
-	tr := newLabelTracker(3)
-	tr.track(Champion, []string{"a", "b"}, []string{"1", "0"})
-	tr.track(Canary, []string{"c", "d"}, []string{"1", "1"}) // "a" is forgotten: the bound is 3
+	tr := newLabelTracker(4)
+	tr.track(0, []string{"a", "b"}, []string{"1", "0"})
+	tr.track(1, []string{"c", "d"}, []string{"1", "1"})
+	tr.track(0, []string{"e"}, []string{"1"}) // "a" is forgotten: the bound is 4
 	labels := []Label{{"a", "1"}, {"b", "0"}, {"c", "1.0"}, {"d", "0"}, {"c", "0"}, {"x", "1"}}
 	if n := tr.label(labels); n != 3 {
 		t.Errorf("counted %d labels, want 3 (b, c, d)", n)
@@ -84,5 +92,16 @@ func TestLabelTrackerCountsEachPredictionOnce(t *testing.T) {
 	l, c, cl, cc := tr.counts()
 	if l != 2 || c != 1 || cl != 1 || cc != 1 {
 		t.Errorf("counts canary %d/%d, champion %d/%d; want 1/2 and 1/1", c, l, cc, cl)
+	}
+	// A mirror's output of "e" comes after its label: it counts then, for
+	// the candidate, and the champion's answer of "e" counts too.
+	if n := tr.label([]Label{{"e", "0"}}); n != 1 {
+		t.Errorf("label of e: %d counted", n)
+	}
+	tr.track(1, []string{"e"}, []string{"0"})
+	tr.track(1, []string{"e"}, []string{"1"}) // a second output of the same side is ignored
+	l, c, cl, cc = tr.counts()
+	if l != 3 || c != 2 || cl != 2 || cc != 1 {
+		t.Errorf("after e: canary %d/%d, champion %d/%d; want 2/3 and 1/2", c, l, cc, cl)
 	}
 }

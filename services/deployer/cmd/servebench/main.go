@@ -1,0 +1,661 @@
+// Command servebench measures the deployer's Open Inference Protocol
+// /infer route against a bare net/http handler calling the same model, in
+// one run on one machine.
+//
+// It trains a GBDT (100 trees, depth 6, 8 numeric features, binary
+// classification), deploys it with the real deployer service on an
+// embedded JetStream server twice — pipeline "bench" with adaptive batching
+// (spec.deployment.batching defaults: 64 rows, 1 ms) and "bench-nobatch"
+// with batching off (maxBatchSize 1) — and serves, in the same process, a
+// bare handler that decodes {"rows": [[...], ...]} with encoding/json and
+// calls the model's PredictProba. wrk drives each target with single-row and
+// 100-row POSTs at several connection counts (closed loop: each connection
+// sends its next request when the last is answered) and reports
+// requests/s, p50 and p99. Then an open-loop Go load generator sends
+// single-row requests at half of each target's peak rate (fixed rate,
+// latency counted from when a request was due, so a stall is not hidden)
+// and reports p50 and p99 there.
+//
+//	go run ./services/deployer/cmd/servebench                 # the table
+//	go run ./services/deployer/cmd/servebench --cpuprofile cpu.out   # profile the Gyre single-row runs
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/bundle"
+	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/embednats"
+	"github.com/gyrehq/gyre/libs/features"
+	"github.com/gyrehq/gyre/libs/ml"
+	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/store"
+	"github.com/gyrehq/gyre/libs/table"
+	"github.com/gyrehq/gyre/services/deployer"
+)
+
+type config struct {
+	duration    time.Duration
+	halfFor     time.Duration
+	conns       []int
+	rows        []int
+	sampleRate  float64
+	wrk         string
+	cpuProfile  string
+	trainRows   int
+	threads     int
+	keepScripts bool
+	queueDelay  float64
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "servebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var cfg config
+	fs := flag.NewFlagSet("servebench", flag.ContinueOnError)
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "length of each wrk run")
+	fs.DurationVar(&cfg.halfFor, "half-for", 5*time.Second, "length of each run at half of the peak rate")
+	conns := fs.String("connections", "1,8,64", "wrk connection counts, comma-separated")
+	rows := fs.String("rows", "1,100", "rows per request, comma-separated")
+	fs.Float64Var(&cfg.sampleRate, "sample-rate", 1, "spec.deployment.sampleRate of the bench pipelines: the share of requests logged as prediction.logged")
+	fs.StringVar(&cfg.wrk, "wrk", "wrk", "the wrk binary")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the Gyre single-row runs to this file")
+	fs.IntVar(&cfg.trainRows, "train-rows", 20000, "rows the GBDT is trained on")
+	fs.IntVar(&cfg.threads, "threads", 2, "wrk threads (at most the connections)")
+	fs.BoolVar(&cfg.keepScripts, "keep-scripts", false, "keep the generated wrk Lua scripts")
+	fs.Float64Var(&cfg.queueDelay, "queue-delay-ms", pipeline.DefaultMaxQueueDelayMs, "spec.deployment.batching.maxQueueDelayMs of the batched pipeline")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.conns, err = ints(*conns); err != nil {
+		return fmt.Errorf("--connections: %w", err)
+	}
+	if cfg.rows, err = ints(*rows); err != nil {
+		return fmt.Errorf("--rows: %w", err)
+	}
+	if _, err := exec.LookPath(cfg.wrk); err != nil {
+		return fmt.Errorf("wrk not found (apt-get install wrk, or scripts/bench-serving.sh installs it): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "servebench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	fmt.Fprintf(out, "training a GBDT (100 trees, depth 6) on %d rows...\n", cfg.trainRows)
+	b, err := trainModel(ctx, cfg.trainRows)
+	if err != nil {
+		return err
+	}
+	env, err := startDeployer(ctx, dir, b, cfg.sampleRate, cfg.queueDelay)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	bare, err := serve(bareHandler(b.Model))
+	if err != nil {
+		return err
+	}
+	defer bare.close()
+
+	targets := []target{
+		{name: "bare", url: bare.url + "/predict", body: bareBody},
+		{name: "gyre", url: env.url + "/v2/models/bench/infer", body: oipBody},
+		{name: "gyre-nobatch", url: env.url + "/v2/models/bench-nobatch/infer", body: oipBody},
+	}
+	// Every target answers before the clock starts.
+	for _, t := range targets {
+		if err := check(t, 3); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "wrk: %s per run, %d threads; %d CPUs (GOMAXPROCS %d); prediction.logged sample rate %g\n\n",
+		cfg.duration, cfg.threads, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.sampleRate)
+
+	var prof *os.File
+	results := map[string]result{}
+	key := func(name string, rows, conns int) string { return fmt.Sprint(name, "/", rows, "/", conns) }
+	for _, rows := range cfg.rows {
+		for _, c := range cfg.conns {
+			for _, t := range targets {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				profiled := cfg.cpuProfile != "" && t.name == "gyre" && rows == 1
+				if profiled && prof == nil {
+					if prof, err = os.Create(cfg.cpuProfile); err != nil {
+						return err
+					}
+					defer prof.Close()
+				}
+				if profiled {
+					if err := pprof.StartCPUProfile(prof); err != nil {
+						return err
+					}
+				}
+				r, err := runWrk(ctx, cfg, dir, t, rows, c)
+				if profiled {
+					pprof.StopCPUProfile()
+					// One profile: the first Gyre single-row runs only.
+					cfg.cpuProfile = ""
+				}
+				if err != nil {
+					return fmt.Errorf("%s, %d rows, %d connections: %w", t.name, rows, c, err)
+				}
+				results[key(t.name, rows, c)] = r
+				fmt.Fprintf(out, "  %-13s rows %-4d conns %-3d %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d\n",
+					t.name, rows, c, r.rps, r.p50, r.p99, r.cpuUs, r.errors)
+			}
+		}
+	}
+
+	// Half of the peak single-row rate of each target, open loop.
+	half := map[string]result{}
+	for _, t := range targets {
+		peak := 0.0
+		for _, c := range cfg.conns {
+			peak = max(peak, results[key(t.name, 1, c)].rps)
+		}
+		if peak == 0 {
+			continue
+		}
+		r, err := halfPeak(ctx, cfg, dir, t, peak/2)
+		if err != nil {
+			return fmt.Errorf("%s at half of the peak: %w", t.name, err)
+		}
+		half[t.name] = r
+		fmt.Fprintf(out, "  %-13s rows 1    rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d\n",
+			t.name, r.rps, peak, r.conns, r.p50, r.p99, r.errors)
+	}
+
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "rows\tconns\tbare req/s\tp50 ms\tp99 ms\tgyre req/s\tp50 ms\tp99 ms\tgyre/bare\tno-batch req/s\tp50 ms\tp99 ms\tbatching gain\t")
+	for _, rows := range cfg.rows {
+		for _, c := range cfg.conns {
+			b, g, n := results[key("bare", rows, c)], results[key("gyre", rows, c)], results[key("gyre-nobatch", rows, c)]
+			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.2f\t%.2f\t%+.1f%%\t\n",
+				rows, c, b.rps, b.p50, b.p99, g.rps, g.p50, g.p99, pct(g.rps, b.rps), n.rps, n.p50, n.p99, pct(g.rps, n.rps)-100)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "at half of each target's peak single-row rate (wrk, connections sending one request per 5-15 ms each):")
+	for _, name := range []string{"bare", "gyre", "gyre-nobatch"} {
+		if r, ok := half[name]; ok {
+			fmt.Fprintf(out, "  %-13s %7.0f req/s  p50 %.2f ms  p99 %.2f ms\n", name, r.rps, r.p50, r.p99)
+		}
+	}
+	fmt.Fprintln(out)
+	// The verdicts the issue asks for.
+	bestC := slices.Max(cfg.conns)
+	for _, c := range cfg.conns {
+		b, g := results[key("bare", 1, c)], results[key("gyre", 1, c)]
+		fmt.Fprintf(out, "single-row /infer at %d connections: %.0f%% of the bare handler's throughput (target >= 60%%)\n", c, pct(g.rps, b.rps))
+	}
+	if r, ok := half["gyre"]; ok {
+		fmt.Fprintf(out, "single-row /infer p99 at half of its peak rate (%.0f req/s): %.2f ms (target < 5 ms)\n", r.rps, r.p99)
+	}
+	for _, rows := range cfg.rows {
+		g, n := results[key("gyre", rows, bestC)], results[key("gyre-nobatch", rows, bestC)]
+		fmt.Fprintf(out, "adaptive batching at %d connections, %d-row requests: %.0f vs %.0f req/s unbatched: %+.1f%% throughput, p99 %.2f vs %.2f ms\n",
+			bestC, rows, g.rps, n.rps, pct(g.rps, n.rps)-100, g.p99, n.p99)
+	}
+	st := env.stats()
+	fmt.Fprintf(out, "prediction.logged: %s\n", st)
+	return nil
+}
+
+func pct(a, b float64) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return 100 * a / b
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Model
+
+const features8 = 8
+
+// trainModel fits the bench bundle: 8 numeric features, class 1 when a
+// noisy nonlinear score is positive.
+func trainModel(ctx context.Context, n int) (*bundle.Bundle, error) {
+	p, err := pipeline.Parse([]byte(benchSpec("bench", 1, 64, 1)))
+	if err != nil {
+		return nil, err
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var csv bytes.Buffer
+	for k := range features8 {
+		fmt.Fprintf(&csv, "f%d,", k)
+	}
+	csv.WriteString("y\n")
+	for range n {
+		x := make([]float64, features8)
+		for k := range x {
+			x[k] = r.NormFloat64()
+			fmt.Fprintf(&csv, "%.5f,", x[k])
+		}
+		score := x[0]*x[1] + math.Sin(x[2]) + 0.5*x[3] - x[4]*x[4]/2 + 0.3*x[5] + r.NormFloat64()*0.3
+		fmt.Fprintf(&csv, "%d\n", map[bool]int{true: 1, false: 0}[score > 0])
+	}
+	tab, err := table.Read(table.FormatCSV, csv.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	set, err := features.Fit(p, tab)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := set.Dataset(tab, true)
+	if err != nil {
+		return nil, err
+	}
+	m, err := ml.Train(ctx, p.Spec.Model.Algorithm, p.Spec.Model.Params, ds, ml.TrainOptions{Seed: 1})
+	if err != nil {
+		return nil, err
+	}
+	return &bundle.Bundle{Pipeline: "bench", RequestID: "bench-1", Features: set, Model: m}, nil
+}
+
+func benchSpec(name string, sampleRate float64, maxBatch int, queueDelayMs float64) string {
+	var schema strings.Builder
+	for k := range features8 {
+		fmt.Fprintf(&schema, "      - {name: f%d, type: float}\n", k)
+	}
+	return fmt.Sprintf(`apiVersion: gyre.dev/v1
+kind: Pipeline
+metadata: {name: %s}
+spec:
+  dataset:
+    label: y
+    schema:
+%s      - {name: y, type: category}
+  model: {algorithm: gbdt, params: {trees: 100, maxDepth: 6, maxLeaves: 64}}
+  deployment: {strategy: immediate, sampleRate: %g, batching: {maxBatchSize: %d, maxQueueDelayMs: %g}}
+`, name, schema.String(), sampleRate, maxBatch, queueDelayMs)
+}
+
+// Gyre
+
+// deployerEnv is an embedded JetStream server with Gyre's topology and the
+// deployer serving the bench pipelines over HTTP.
+type deployerEnv struct {
+	url   string
+	close func()
+	stats func() string
+}
+
+func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate, queueDelayMs float64) (*deployerEnv, error) {
+	ns, err := embednats.Run(embednats.Options{StoreDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return nil, err
+	}
+	var closers []func()
+	env := &deployerEnv{close: func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}}
+	closers = append(closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	fail := func(err error) (*deployerEnv, error) { env.close(); return nil, err }
+
+	cfg := deployer.DefaultConfig()
+	cfg.NATSURL = ns.ClientURL()
+	cfg.LogLevel = "warn"
+	proc, err := service.Connect(ctx, cfg.Config, "servebench", service.WithLogOutput(io.Discard), service.WithTraceOutput(io.Discard))
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = proc.Close(cctx)
+	})
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := bus.Provision(pctx, proc.JS, bus.FullTopology()); err != nil {
+		return fail(fmt.Errorf("provision: %w", err))
+	}
+	buckets, err := store.Open(pctx, proc.JS)
+	if err != nil {
+		return fail(err)
+	}
+	svc, err := deployer.New(cfg, proc.Deps)
+	if err != nil {
+		return fail(err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(rctx) }()
+	closers = append(closers, func() { stop(); <-done })
+	for !svc.Readiness().Ready {
+		select {
+		case err := <-done:
+			return fail(fmt.Errorf("deployer stopped: %v", err))
+		case <-pctx.Done():
+			return fail(errors.New("deployer not ready after a minute"))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	data, err := bundle.Marshal(b)
+	if err != nil {
+		return fail(err)
+	}
+	pub := bus.NewPublisher(proc.JS, "servebench")
+	for _, pl := range []struct {
+		name     string
+		maxBatch int
+	}{{"bench", pipeline.DefaultMaxBatchSize}, {"bench-nobatch", 1}} {
+		p, err := pipeline.Parse([]byte(benchSpec(pl.name, sampleRate, pl.maxBatch, queueDelayMs)))
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := buckets.Pipelines.Put(pctx, p.Name(), p.Canonical()); err != nil {
+			return fail(err)
+		}
+		ref, _, err := store.PutObject(pctx, buckets.Models, bundle.Key(pl.name, "bench-1"), bundle.MediaType, data)
+		if err != nil {
+			return fail(err)
+		}
+		ev, err := events.New("/gyre/servebench", pl.name, &gyrev1.ModelPromoted{
+			Pipeline: pl.name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
+			Metrics: map[string]float64{"accuracy": 0.9},
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if err := pub.Publish(pctx, ev); err != nil {
+			return fail(err)
+		}
+	}
+	srv, err := serve(svc.Handler())
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, srv.close)
+	env.url = srv.url
+	for _, name := range []string{"bench", "bench-nobatch"} {
+		for {
+			resp, err := http.Get(srv.url + "/v2/models/" + name + "/ready")
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-pctx.Done():
+				return fail(fmt.Errorf("model %s not deployed after a minute", name))
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	env.stats = func() string {
+		resp, err := http.Get(srv.url + "/metrics")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var parts []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(l, "gyre_deployer_prediction_logs_total{") {
+				parts = append(parts, strings.TrimPrefix(l, "gyre_deployer_prediction_logs_total"))
+			}
+		}
+		if len(parts) == 0 {
+			return "none"
+		}
+		return strings.Join(parts, ", ")
+	}
+	return env, nil
+}
+
+// Bare
+
+// bareHandler decodes {"rows": [[f0, ..., f7], ...]} with encoding/json,
+// calls the model and answers {"predictions": [...], "probabilities":
+// [[...], ...]}: what a minimal Go model server does.
+func bareHandler(m ml.Model) http.Handler {
+	classes := m.Signature().Classes
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /predict", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Rows [][]float64 `json:"rows"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		proba := m.PredictProba(req.Rows)
+		resp := struct {
+			Predictions   []string    `json:"predictions"`
+			Probabilities [][]float64 `json:"probabilities"`
+		}{Predictions: make([]string, len(proba)), Probabilities: proba}
+		for i, p := range proba {
+			resp.Predictions[i] = classes[argmax(p)]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(resp)
+	})
+	return mux
+}
+
+func argmax(xs []float64) int {
+	best := 0
+	for i, v := range xs {
+		if v > xs[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+type server struct {
+	url   string
+	close func()
+}
+
+func serve(h http.Handler) (*server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return &server{url: "http://" + ln.Addr().String(), close: func() { _ = srv.Close() }}, nil
+}
+
+// Load
+
+type target struct {
+	name string
+	url  string
+	body func(rows int, seed uint64) []byte
+}
+
+// rowsOf returns n rows of 8 values.
+func rowsOf(n int, seed uint64) [][]float64 {
+	r := rand.New(rand.NewPCG(seed, 3))
+	out := make([][]float64, n)
+	for i := range out {
+		out[i] = make([]float64, features8)
+		for k := range out[i] {
+			out[i][k] = math.Round(r.NormFloat64()*1e4) / 1e4
+		}
+	}
+	return out
+}
+
+func bareBody(n int, seed uint64) []byte {
+	b, _ := json.Marshal(map[string]any{"rows": rowsOf(n, seed)})
+	return b
+}
+
+// oipBody is an OIP request of one [n, 8] FP64 tensor, as KServe's and
+// Triton's clients send tabular rows.
+func oipBody(n int, seed uint64) []byte {
+	var flat []float64
+	for _, r := range rowsOf(n, seed) {
+		flat = append(flat, r...)
+	}
+	b, _ := json.Marshal(map[string]any{
+		"id":     "bench",
+		"inputs": []any{map[string]any{"name": "input", "shape": []int{n, features8}, "datatype": "FP64", "data": flat}},
+	})
+	return b
+}
+
+// check sends a few requests and wants 200s.
+func check(t target, n int) error {
+	for i := range n {
+		resp, err := http.Post(t.url, "application/json", bytes.NewReader(t.body(1+i, uint64(i))))
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %d %s", t.name, resp.StatusCode, raw)
+		}
+	}
+	return nil
+}
+
+type result struct {
+	rps, p50, p99 float64
+	errors        int64
+	conns         int
+	// cpuUs is the CPU time this process (the servers: wrk runs apart)
+	// spent per request, in microseconds: on a shared machine a steadier
+	// measure of cost than throughput.
+	cpuUs float64
+}
+
+// cpuTime returns the user and system CPU time of this process.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// wrkScript is a Lua script that posts one body and prints, when done,
+// the figures the bench reads (latencies in microseconds).
+const wrkScript = `wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+%s
+done = function(summary, latency, requests)
+  local errs = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("SERVEBENCH %%d %%d %%d %%d %%d\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), errs))
+end
+`
+
+// thinkTime makes each connection wait 5 to 15 ms (10 on average) before
+// its next request: with C connections the rate is about C / (10 ms + the
+// latency), whatever the server's capacity, as long as it keeps up.
+const thinkTime = "math.randomseed(os.time())\ndelay = function() return math.random(5, 15) end"
+
+// halfPeak runs wrk at about rate requests per second: connections that
+// each pause between requests (thinkTime), their number set from the rate,
+// then corrected once from the rate measured.
+func halfPeak(ctx context.Context, cfg config, dir string, t target, rate float64) (result, error) {
+	c := cfg
+	c.duration = cfg.halfFor
+	conns := max(1, int(math.Round(rate*0.0105)))
+	var r result
+	for range 2 {
+		var err error
+		if r, err = runWrkScript(ctx, c, dir, t, 1, conns, thinkTime); err != nil {
+			return r, err
+		}
+		r.conns = conns
+		if r.rps <= 0 || math.Abs(r.rps-rate)/rate < 0.05 {
+			break
+		}
+		conns = max(1, int(math.Round(float64(conns)*rate/r.rps)))
+	}
+	return r, nil
+}
+
+func runWrk(ctx context.Context, cfg config, dir string, t target, rows, conns int) (result, error) {
+	return runWrkScript(ctx, cfg, dir, t, rows, conns, "")
+}
+
+func runWrkScript(ctx context.Context, cfg config, dir string, t target, rows, conns int, extra string) (result, error) {
+	script := filepath.Join(dir, fmt.Sprintf("%s-%d.lua", t.name, rows))
+	if err := os.WriteFile(script, fmt.Appendf(nil, wrkScript, t.body(rows, 7), extra), 0o644); err != nil {
+		return result{}, err
+	}
+	if cfg.keepScripts {
+		fmt.Println("script:", script)
+	}
+	threads := min(cfg.threads, conns)
+	cmd := exec.CommandContext(ctx, cfg.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", fmt.Sprintf("%.0fs", cfg.duration.Seconds()), "--timeout", "10s", "-s", script, t.url)
+	cpu0 := cpuTime()
+	outb, err := cmd.CombinedOutput()
+	cpu := cpuTime() - cpu0
+	if err != nil {
+		return result{}, fmt.Errorf("wrk: %w: %s", err, outb)
+	}
+	for _, l := range strings.Split(string(outb), "\n") {
+		var reqs, durUs, p50, p99, errs int64
+		if _, err := fmt.Sscanf(l, "SERVEBENCH %d %d %d %d %d", &reqs, &durUs, &p50, &p99, &errs); err == nil {
+			r := result{rps: float64(reqs) / (float64(durUs) / 1e6), p50: float64(p50) / 1e3, p99: float64(p99) / 1e3, errors: errs}
+			if reqs > 0 {
+				r.cpuUs = float64(cpu.Microseconds()) / float64(reqs)
+			}
+			return r, nil
+		}
+	}
+	return result{}, fmt.Errorf("wrk printed no figures: %s", outb)
+}
