@@ -72,7 +72,7 @@ func runEvaluate(stdout io.Writer, o evaluateOptions) error {
 	if label == "" {
 		return fmt.Errorf("--label is required: the model %s does not name its label column", o.model)
 	}
-	ds, err := readCSVFile(o.data, modelCSVOptions(sig, label))
+	ds, err := ml.ReadCSVFile(o.data, modelCSVOptions(sig, label))
 	if err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func runTrain(ctx context.Context, stdout io.Writer, o trainOptions) error {
 		return err
 	}
 	csvOpts := ml.CSVOptions{Label: o.label, Features: o.features, Categorical: o.categorical, Task: task}
-	train, err := readCSVFile(o.data, csvOpts)
+	train, err := ml.ReadCSVFile(o.data, csvOpts)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func runTrain(ctx context.Context, stdout io.Writer, o trainOptions) error {
 		// The validation file is read with the training file's columns so
 		// that its categorical columns are encoded the same way.
 		csvOpts.Features = train.Features
-		if val, err = readCSVFile(o.validation, csvOpts); err != nil {
+		if val, err = ml.ReadCSVFile(o.validation, csvOpts); err != nil {
 			return err
 		}
 	}
@@ -345,20 +345,6 @@ func listParams(w io.Writer, algorithm string, named bool) error {
 		writeParamTable(w, known, "  ")
 	}
 	return nil
-}
-
-// readCSVFile reads a CSV file into a dataset; errors name the file.
-func readCSVFile(path string, opts ml.CSVOptions) (*ml.Dataset, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	d, err := ml.ReadCSV(f, opts)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return d, nil
 }
 
 // checkWritable fails early when the artifact's directory does not exist,

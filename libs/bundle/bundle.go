@@ -361,7 +361,7 @@ func (b *Bundle) predict(x [][]float64) *Predictions {
 	p.Proba = b.Model.PredictProba(x)
 	p.Values = make([]float64, len(x))
 	for i, row := range p.Proba {
-		k := argmax(row)
+		k := Argmax(row)
 		if k < 0 || k >= len(sig.Classes) {
 			p.Values[i] = math.NaN()
 			continue
@@ -372,9 +372,10 @@ func (b *Bundle) predict(x [][]float64) *Predictions {
 	return p
 }
 
-// argmax returns the index of the largest value (the lower on ties), or -1
-// when there is none or it is NaN.
-func argmax(xs []float64) int {
+// Argmax returns the index of the largest value (the lower on ties), or -1
+// when there is none or one is NaN: how a row of class probabilities
+// becomes a class, in bundle and in serving alike.
+func Argmax(xs []float64) int {
 	best := -1
 	for i, v := range xs {
 		if math.IsNaN(v) {

@@ -3,8 +3,10 @@ package ml
 import (
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,6 +76,21 @@ func ReadCSV(r io.Reader, opts CSVOptions) (*Dataset, error) {
 		}
 	}
 	return b.finish()
+}
+
+// ReadCSVFile reads the CSV file at path as ReadCSV does; its errors start
+// with the path.
+func ReadCSVFile(path string, opts CSVOptions) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	d, err := ReadCSV(f, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
 }
 
 // csvErr turns an encoding/csv error into a DataError for data row row.

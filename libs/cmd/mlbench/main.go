@@ -151,12 +151,12 @@ type session struct {
 
 func newSession(trainPath, testPath, label string, seed int64) (*session, error) {
 	opts := ml.CSVOptions{Label: label}
-	train, err := readCSV(trainPath, opts)
+	train, err := ml.ReadCSVFile(trainPath, opts)
 	if err != nil {
 		return nil, err
 	}
 	opts.Features = train.Features
-	test, err := readCSV(testPath, opts)
+	test, err := ml.ReadCSVFile(testPath, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -325,19 +325,6 @@ func decodeParams(raw []byte) (ml.Params, error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-func readCSV(path string, opts ml.CSVOptions) (*ml.Dataset, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	d, err := ml.ReadCSV(f, opts)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return d, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -11,7 +11,6 @@ package serving
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -203,7 +202,7 @@ func (m *Model) predictions(s scores, n int) (*bundle.Predictions, error) {
 	p.Proba = s.proba
 	p.Values = make([]float64, n)
 	for i, row := range p.Proba {
-		k := argmax(row)
+		k := bundle.Argmax(row)
 		if k < 0 || k >= len(m.classes) {
 			return nil, &InputError{Reason: fmt.Sprintf("row %d could not be scored: the model cannot handle its missing values", i+1)}
 		}
@@ -211,19 +210,4 @@ func (m *Model) predictions(s scores, n int) (*bundle.Predictions, error) {
 		p.Labels[i] = m.classes[k]
 	}
 	return p, nil
-}
-
-// argmax returns the index of the largest value (the lower on ties), or -1
-// when there is none or one is NaN, as bundle does.
-func argmax(xs []float64) int {
-	best := -1
-	for i, v := range xs {
-		if math.IsNaN(v) {
-			return -1
-		}
-		if best < 0 || v > xs[best] {
-			best = i
-		}
-	}
-	return best
 }
