@@ -20,6 +20,7 @@ import (
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/services/deployer"
+	"github.com/gyrehq/gyre/services/deployer/internal/barehttp"
 )
 
 // benchSpec is an 8-feature GBDT pipeline (100 trees, depth 6) logging
@@ -112,7 +113,7 @@ func BenchmarkInfer(b *testing.B) {
 			return rec.Code == http.StatusOK
 		})
 	}
-	bare := bareHandler(model)
+	bare := barehttp.Handler(model)
 	for _, rows := range []int{1, 100} {
 		flat := make([]float64, 0, rows*8)
 		for i := range rows * 8 {
@@ -243,35 +244,3 @@ func (d *discard) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 func (d *discard) WriteHeader(code int) { d.code = code }
-
-// bareHandler is what a minimal Go model server does: decode {"rows":
-// [[...], ...]} with encoding/json, call the model, encode the classes and
-// probabilities.
-func bareHandler(m ml.Model) http.Handler {
-	classes := m.Signature().Classes
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Rows [][]float64 `json:"rows"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		proba := m.PredictProba(req.Rows)
-		resp := struct {
-			Predictions   []string    `json:"predictions"`
-			Probabilities [][]float64 `json:"probabilities"`
-		}{Predictions: make([]string, len(proba)), Probabilities: proba}
-		for i, p := range proba {
-			k := 0
-			for j := range p {
-				if p[j] > p[k] {
-					k = j
-				}
-			}
-			resp.Predictions[i] = classes[k]
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(resp)
-	})
-}

@@ -57,6 +57,7 @@ import (
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
 	"github.com/gyrehq/gyre/services/deployer"
+	"github.com/gyrehq/gyre/services/deployer/internal/barehttp"
 )
 
 type config struct {
@@ -459,42 +460,11 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate
 
 // Bare
 
-// bareHandler decodes {"rows": [[f0, ..., f7], ...]} with encoding/json,
-// calls the model and answers {"predictions": [...], "probabilities":
-// [[...], ...]}: what a minimal Go model server does.
+// bareHandler serves the bare peer at POST /predict.
 func bareHandler(m ml.Model) http.Handler {
-	classes := m.Signature().Classes
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /predict", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Rows [][]float64 `json:"rows"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		proba := m.PredictProba(req.Rows)
-		resp := struct {
-			Predictions   []string    `json:"predictions"`
-			Probabilities [][]float64 `json:"probabilities"`
-		}{Predictions: make([]string, len(proba)), Probabilities: proba}
-		for i, p := range proba {
-			resp.Predictions[i] = classes[argmax(p)]
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(resp)
-	})
+	mux.Handle("POST /predict", barehttp.Handler(m))
 	return mux
-}
-
-func argmax(xs []float64) int {
-	best := 0
-	for i, v := range xs {
-		if v > xs[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 type server struct {
