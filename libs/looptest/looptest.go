@@ -7,6 +7,7 @@ package looptest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -320,23 +321,51 @@ func (e *Env) WaitEventsWithin(pipelineName, name string, n int, d time.Duration
 }
 
 // WaitConsumed waits until a durable consumer has no message pending or
-// unacknowledged: every event published before the call is handled.
+// unacknowledged and its ack floor has reached the last message its filter
+// matched when the call began: every event published before the call is
+// handled. The ack floor matters because the server counts a new message as
+// pending asynchronously, after the publish is acknowledged: pending counts
+// alone can read zero before the consumer has seen the message.
 func (e *Env) WaitConsumed(c events.Consumer) {
 	e.t.Helper()
+	last := e.lastSeq(c)
 	deadline := time.Now().Add(Timeout)
 	for {
 		cons, err := e.JS.Consumer(e.Ctx(), c.Stream, c.Durable())
 		if err == nil {
 			info, err := cons.Info(e.Ctx())
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 {
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 &&
+				info.AckFloor.Stream >= last {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("looptest: consumer %s still has messages after %s", c.Durable(), Timeout)
+			e.t.Fatalf("looptest: consumer %s has not handled up to %s sequence %d after %s", c.Durable(), c.Stream, last, Timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// lastSeq returns the stream sequence of the last message matching c's
+// filter subject, 0 when there is none.
+func (e *Env) lastSeq(c events.Consumer) uint64 {
+	e.t.Helper()
+	stream, err := e.JS.Stream(e.Ctx(), c.Stream)
+	if err != nil {
+		e.t.Fatalf("looptest: stream %s: %v", c.Stream, err)
+	}
+	filter := c.FilterSubject
+	if filter == "" {
+		filter = ">"
+	}
+	msg, err := stream.GetLastMsgForSubject(e.Ctx(), filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0
+	}
+	if err != nil {
+		e.t.Fatalf("looptest: last message of %s on %s: %v", c.Stream, filter, err)
+	}
+	return msg.Sequence
 }
 
 // Decode decodes an event's payload into msg, failing the test on error.
