@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -626,5 +627,38 @@ func TestJSONIsCompactAndStable(t *testing.T) {
 	}
 	if a.ID() == b.ID() {
 		t.Errorf("two events share id %s", a.ID())
+	}
+}
+
+// TestNewJSON: an event built from encoded JSON is the event New builds
+// from the message, id and time aside; a wrong name or pipeline is refused.
+func TestNewJSON(t *testing.T) {
+	t.Parallel()
+	msg := &gyrev1.PredictionLogged{Pipeline: "elec2", ModelVersion: 2, Variant: "champion", SampleRate: 1,
+		Rows: []*gyrev1.Prediction{{PredictionId: "p-1", Output: "UP", Values: []float64{0.5}}}}
+	want, err := New(testSource, "elec2", msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewJSON(testSource, "elec2", PredictionLogged, want.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.SetID(want.ID())
+	got.SetTime(want.Time())
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("NewJSON = %v, want %v", got, want)
+	}
+	var back gyrev1.PredictionLogged
+	if err := Decode(got, &back); err != nil || !proto.Equal(&back, msg) {
+		t.Errorf("decoded %v (%v), want %v", &back, err, msg)
+	}
+	for _, c := range []struct{ name, pipeline, want string }{
+		{"no.such.event", "elec2", `unknown event name "no.such.event"`},
+		{PredictionLogged, "Elec.2", "invalid name"},
+	} {
+		if _, err := NewJSON(testSource, c.pipeline, c.name, want.Data()); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewJSON(%q, %q) error = %v, want one containing %q", c.name, c.pipeline, err, c.want)
+		}
 	}
 }

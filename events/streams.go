@@ -224,6 +224,8 @@ func ServiceConsumers() map[string][]Consumer {
 			EventConsumer(ServiceDeployer, "model-promoted", ModelPromoted),
 			// Labels of a canary's predictions judge its steps.
 			EventConsumer(ServiceDeployer, "label-received", LabelReceived),
+			// A changed spec.deployment reaches the models serving.
+			EventConsumer(ServiceDeployer, "pipeline-applied", PipelineApplied),
 		},
 	}
 }

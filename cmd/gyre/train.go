@@ -29,7 +29,7 @@ type trainOptions struct {
 	data, validation, label, algorithm, out, task string
 	features, categorical, params                 []string
 	seed                                          int64
-	listParams                                    bool
+	listParams, quiet                             bool
 }
 
 func newTrainCmd() *cobra.Command {
@@ -44,6 +44,8 @@ Every column other than the label is a numeric feature unless --features selects
 columns or --categorical marks some as categorical. Empty cells and NA, N/A, NaN,
 null, none and ? are missing values; a missing label is an error.
 
+While it trains, a line on stderr each second says how far it has come
+(trees, epochs or iterations, and the loss it watches); --quiet turns it off.
 Prints one JSON line: the algorithm, the number of rows and features, train_ms
 (the time spent fitting, without reading the CSV), the solver's iterations and
 why it stopped, and the metrics on the training data (and on --validation):
@@ -76,7 +78,7 @@ Params (--param NAME=VALUE, repeatable; list values are comma-separated):
 			if o.listParams {
 				return listParams(cmd.OutOrStdout(), o.algorithm, cmd.Flags().Changed("algorithm"))
 			}
-			return runTrain(cmd.Context(), cmd.OutOrStdout(), o)
+			return runTrain(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 		},
 	}
 	f := cmd.Flags()
@@ -91,6 +93,7 @@ Params (--param NAME=VALUE, repeatable; list values are comma-separated):
 	f.StringSliceVar(&o.features, "features", nil, "feature columns, comma-separated (default: every column but the label)")
 	f.StringSliceVar(&o.categorical, "categorical", nil, "feature columns to treat as categories, comma-separated")
 	f.BoolVar(&o.listParams, "list-params", false, "print the params of --algorithm (or of every algorithm) and exit")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print no progress on stderr while training")
 	return cmd
 }
 
@@ -111,13 +114,28 @@ type trainResult struct {
 	Out        string             `json:"out"`
 }
 
+// progressPrinter returns an ml.TrainOptions.Progress that writes a line
+// to w at most once per every (the first after every has passed), so a
+// quick training prints nothing and a long one shows that it moves:
+//
+//	gyre train: mlp epoch 12 of at most 200, loss 0.41230, 4.1s
+func progressPrinter(w io.Writer, algorithm string, start time.Time, every time.Duration) func(ml.Progress) {
+	return ml.EveryProgress(start, every, time.Now, func(p ml.Progress, elapsed time.Duration) {
+		loss := ""
+		if !math.IsNaN(p.Loss) {
+			loss = fmt.Sprintf(", loss %.5f", p.Loss)
+		}
+		fmt.Fprintf(w, "gyre train: %s %s %d of at most %d%s, %.1fs\n", algorithm, p.Unit, p.Done, p.Total, loss, elapsed.Seconds())
+	})
+}
+
 // scoreResult is the metrics of a model on one labelled file.
 type scoreResult struct {
 	Rows    int                `json:"rows"`
 	Metrics map[string]float64 `json:"metrics"`
 }
 
-func runTrain(ctx context.Context, stdout io.Writer, o trainOptions) error {
+func runTrain(ctx context.Context, stdout, stderr io.Writer, o trainOptions) error {
 	if o.data == "" {
 		return fmt.Errorf("--data is required: the training CSV")
 	}
@@ -157,7 +175,11 @@ func runTrain(ctx context.Context, stdout io.Writer, o trainOptions) error {
 		}
 	}
 	start := time.Now()
-	m, err := ml.Train(ctx, o.algorithm, params, train, ml.TrainOptions{Seed: o.seed, Validation: val})
+	opts := ml.TrainOptions{Seed: o.seed, Validation: val}
+	if !o.quiet {
+		opts.Progress = progressPrinter(stderr, o.algorithm, start, time.Second)
+	}
+	m, err := ml.Train(ctx, o.algorithm, params, train, opts)
 	elapsed := time.Since(start)
 	if err != nil {
 		if val != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gyrehq/gyre/libs/ml"
 )
@@ -439,5 +440,28 @@ func TestParseParamValue(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) || fmt.Sprintf("%T", got) != fmt.Sprintf("%T", tt.want) {
 			t.Errorf("parseParamValue(%q, %q) = %T %v, %v; want %T %v", tt.typ, tt.raw, got, got, err, tt.want, tt.want)
 		}
+	}
+}
+
+// TestTrainProgressLines: the progress printer writes a line per round
+// once its interval has passed (here none), and nothing before it (an
+// hour); a round without a loss says none.
+func TestTrainProgressLines(t *testing.T) {
+	t.Parallel()
+	var every, never strings.Builder
+	start := time.Now()
+	p := progressPrinter(&every, "mlp", start.Add(-time.Second), 0)
+	q := progressPrinter(&never, "mlp", start, time.Hour)
+	for _, pr := range []ml.Progress{{Unit: "epoch", Done: 1, Total: 200, Loss: 0.5}, {Unit: "tree", Done: 2, Total: 100, Loss: math.NaN()}} {
+		p(pr)
+		q(pr)
+	}
+	lines := strings.Split(strings.TrimSpace(every.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "gyre train: mlp epoch 1 of at most 200, loss 0.50000, ") ||
+		!strings.HasPrefix(lines[1], "gyre train: mlp tree 2 of at most 100, ") || strings.Contains(lines[1], "loss") {
+		t.Errorf("progress lines:\n%s", every.String())
+	}
+	if never.Len() != 0 {
+		t.Errorf("printed before its interval: %q", never.String())
 	}
 }

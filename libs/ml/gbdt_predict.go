@@ -3,6 +3,7 @@ package ml
 import (
 	"math"
 	"runtime"
+	"sync"
 )
 
 // Batch prediction works like XGBoost's CPU predictor: the trees are
@@ -55,6 +56,18 @@ type forest struct {
 	steps []int32
 	outs  int
 	nIn   int
+	// scratch holds *blockScratch: a serving process scores many small
+	// batches, and a block's buffers (4 KiB and more) would otherwise be
+	// most of what each call allocates.
+	scratch sync.Pool
+}
+
+// blockScratch is the working memory of scoring one block.
+type blockScratch struct {
+	xt      []float64
+	rows    [][]float64
+	special []bool
+	zeros   []float64
 }
 
 // maxFixedSteps is the deepest tree walked with a fixed number of steps.
@@ -222,10 +235,16 @@ func walkToLeaf(nodes []fnode, missRight []bool, i int32, x []float64) int32 {
 func (f *forest) scoreRows(raw []float64, n int, baseline []float64, row func(i int) []float64) {
 	p, outs := f.nIn, f.outs
 	forChunks(n, predictChunk, runtime.GOMAXPROCS(0), func(_, lo, hi int) {
-		xt := make([]float64, predictBlockRows*p)
-		rows := make([][]float64, predictBlockRows)
-		special := make([]bool, predictBlockRows)
-		zeros := make([]float64, p)
+		sc, _ := f.scratch.Get().(*blockScratch)
+		if sc == nil {
+			sc = &blockScratch{xt: make([]float64, predictBlockRows*p), rows: make([][]float64, predictBlockRows),
+				special: make([]bool, predictBlockRows), zeros: make([]float64, p)}
+		}
+		defer func() {
+			clear(sc.rows) // the caller's rows are not the pool's to keep
+			f.scratch.Put(sc)
+		}()
+		xt, rows, special, zeros := sc.xt, sc.rows, sc.special, sc.zeros
 		for b := lo; b < hi; b += predictBlockRows {
 			e := min(b+predictBlockRows, hi)
 			nr := e - b

@@ -161,10 +161,13 @@ func trainGBDT(ctx context.Context, p Params, d *trainData, opts TrainOptions) (
 		iter++
 		if valRows != nil {
 			valLosses = append(valLosses, meanLoss(sig, valRaw, valY, outs))
+			opts.report("tree", iter, cfg.trees, valLosses[len(valLosses)-1])
 			if shouldStop(valLosses, cfg.patience) {
 				stop = "earlyStopping"
 				break
 			}
+		} else {
+			opts.report("tree", iter, cfg.trees, math.NaN())
 		}
 	}
 	trainLoss := meanLoss(sig, raw, y, outs)

@@ -262,7 +262,7 @@ func trainLogReg(ctx context.Context, p Params, d *trainData, opts TrainOptions)
 		// Like scipy's ftol = 64·eps used by scikit-learn: stop when an
 		// iteration no longer lowers the objective measurably.
 		Converger: &optimize.FunctionConverge{Absolute: 64 * 2.220446049250313e-16, Relative: 64 * 2.220446049250313e-16, Iterations: 1},
-		Recorder:  ctxRecorder{ctx},
+		Recorder:  &ctxRecorder{ctx: ctx, opts: opts, total: maxIter},
 	}
 	res, err := optimize.Minimize(problem, make([]float64, dim), settings, &optimize.LBFGS{})
 	if cerr := ctx.Err(); cerr != nil {
@@ -308,11 +308,19 @@ func trainLogReg(ctx context.Context, p Params, d *trainData, opts TrainOptions)
 	return m, nil
 }
 
-// ctxRecorder stops the optimiser when the context is cancelled.
-type ctxRecorder struct{ ctx context.Context }
+// ctxRecorder stops the optimiser when the context is cancelled, and
+// reports each major iteration as progress.
+type ctxRecorder struct {
+	ctx   context.Context
+	opts  TrainOptions
+	total int
+}
 
-func (r ctxRecorder) Init() error { return r.ctx.Err() }
-func (r ctxRecorder) Record(*optimize.Location, optimize.Operation, *optimize.Stats) error {
+func (r *ctxRecorder) Init() error { return r.ctx.Err() }
+func (r *ctxRecorder) Record(loc *optimize.Location, op optimize.Operation, st *optimize.Stats) error {
+	if op == optimize.MajorIteration && st != nil && loc != nil {
+		r.opts.report("iteration", st.MajorIterations, r.total, loc.F)
+	}
 	return r.ctx.Err()
 }
 

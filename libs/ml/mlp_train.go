@@ -206,6 +206,7 @@ func trainMLP(ctx context.Context, p Params, d *trainData, opts TrainOptions) (M
 			valLoss = &v
 			current = v
 		}
+		opts.report("epoch", epoch, epochs, current)
 		if current > bestLoss-tol {
 			noImprove++
 		} else {

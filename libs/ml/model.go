@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Model is a trained model. Implementations are immutable and safe for
@@ -92,6 +93,47 @@ type TrainOptions struct {
 	// Workers caps the goroutines used; 0 means GOMAXPROCS. The result
 	// does not depend on it.
 	Workers int
+	// Progress, if set, is called after every round of training, on the
+	// training goroutine: keep it cheap. It does not change the result.
+	Progress func(Progress)
+}
+
+// Progress is how far a training has come.
+type Progress struct {
+	// Unit names a round: "tree" (gbdt: one boosting round), "epoch"
+	// (mlp) or "iteration" (logreg: one L-BFGS iteration).
+	Unit string
+	// Done rounds of at most Total; early stopping or convergence may end
+	// the training before Total.
+	Done, Total int
+	// Loss is what the training watches: the validation loss under early
+	// stopping, else the training objective; NaN when the round computed
+	// none (gbdt without early stopping).
+	Loss float64
+}
+
+// EveryProgress returns a Progress callback that hands a report to f at
+// most once per every, the first once every has passed since start, with
+// the time since start (now tells the time): a quick training reports
+// nothing, a long one shows that it moves. gyre train and the trainer
+// service pace their progress output with it.
+func EveryProgress(start time.Time, every time.Duration, now func() time.Time, f func(p Progress, elapsed time.Duration)) func(Progress) {
+	next := start.Add(every)
+	return func(p Progress) {
+		t := now()
+		if t.Before(next) {
+			return
+		}
+		next = t.Add(every)
+		f(p, t.Sub(start))
+	}
+}
+
+// report calls o.Progress, if set.
+func (o TrainOptions) report(unit string, done, total int, loss float64) {
+	if o.Progress != nil {
+		o.Progress(Progress{Unit: unit, Done: done, Total: total, Loss: loss})
+	}
 }
 
 // algorithm is one trainable model family.

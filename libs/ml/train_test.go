@@ -1,6 +1,7 @@
 package ml
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,6 +78,50 @@ func TestTrainCancelled(t *testing.T) {
 		if _, err := Train(ctx, alg, nil, d, TrainOptions{}); !errors.Is(err, context.Canceled) {
 			t.Fatalf("%s: got %v, want context.Canceled", alg, err)
 		}
+	}
+}
+
+// TestTrainProgress: every algorithm reports its rounds in order, within
+// their total, with the loss it watches, and reporting changes nothing in
+// the model.
+func TestTrainProgress(t *testing.T) {
+	t.Parallel()
+	r := newRand(31)
+	rows, y := logisticData(r, 600, []float64{1, -1}, 0)
+	d := mustMatrix(t, rows, y, Classification)
+	for _, tc := range []struct {
+		alg, unit string
+		params    Params
+		lossKnown bool
+	}{
+		{"gbdt", "tree", Params{"trees": 12}, false},
+		{"gbdt", "tree", Params{"trees": 200, "earlyStopping": true}, true},
+		{"mlp", "epoch", Params{"hidden": []int{8}, "epochs": 15}, true},
+		{"logreg", "iteration", nil, true},
+	} {
+		t.Run(fmt.Sprint(tc.alg, tc.params), func(t *testing.T) {
+			t.Parallel()
+			var seen []Progress
+			with := mustTrain(t, tc.alg, tc.params, d, TrainOptions{Seed: 3, Progress: func(p Progress) { seen = append(seen, p) }})
+			without := mustTrain(t, tc.alg, tc.params, d, TrainOptions{Seed: 3})
+			if !bytes.Equal(artifactBytes(t, with), artifactBytes(t, without)) {
+				t.Error("the model trained with a progress callback differs")
+			}
+			if len(seen) == 0 {
+				t.Fatal("no progress reported")
+			}
+			for i, p := range seen {
+				if p.Unit != tc.unit || p.Done < 1 || p.Done > p.Total || (i > 0 && p.Done <= seen[i-1].Done) {
+					t.Fatalf("progress %d = %+v after %+v", i, p, seen[max(i-1, 0)])
+				}
+				if known := !math.IsNaN(p.Loss); known != tc.lossKnown {
+					t.Fatalf("progress %d loss %v, want known: %v", i, p.Loss, tc.lossKnown)
+				}
+			}
+			if last, iters := seen[len(seen)-1], with.Info().Training.Iterations; tc.alg != "logreg" && last.Done != iters {
+				t.Errorf("last progress %+v, the model reports %d iterations", last, iters)
+			}
+		})
 	}
 }
 

@@ -395,11 +395,11 @@ func applyDefaults(p *Pipeline) {
 	if s.Deployment.StepRequests == 0 {
 		s.Deployment.StepRequests = DefaultStepRequests
 	}
-	if s.Deployment.Rollback.MaxErrorRate == 0 {
-		s.Deployment.Rollback.MaxErrorRate = DefaultMaxErrorRate
+	if s.Deployment.Rollback.MaxErrorRate == nil {
+		s.Deployment.Rollback.MaxErrorRate = ptrTo(DefaultMaxErrorRate)
 	}
-	if s.Deployment.Rollback.MaxAccuracyDrop == 0 {
-		s.Deployment.Rollback.MaxAccuracyDrop = DefaultMaxAccuracyDrop
+	if s.Deployment.Rollback.MaxAccuracyDrop == nil {
+		s.Deployment.Rollback.MaxAccuracyDrop = ptrTo(DefaultMaxAccuracyDrop)
 	}
 	if s.Deployment.Rollback.MinLabels == 0 {
 		s.Deployment.Rollback.MinLabels = DefaultMinLabels
@@ -407,14 +407,14 @@ func applyDefaults(p *Pipeline) {
 	if s.Deployment.RouteHeader == "" {
 		s.Deployment.RouteHeader = DefaultRouteHeader
 	}
-	if s.Deployment.SampleRate == 0 {
-		s.Deployment.SampleRate = 1
+	if s.Deployment.SampleRate == nil {
+		s.Deployment.SampleRate = ptrTo(1.0)
 	}
 	if s.Deployment.Batching.MaxBatchSize == 0 {
 		s.Deployment.Batching.MaxBatchSize = DefaultMaxBatchSize
 	}
-	if s.Deployment.Batching.MaxQueueDelayMs == 0 {
-		s.Deployment.Batching.MaxQueueDelayMs = DefaultMaxQueueDelayMs
+	if s.Deployment.Batching.MaxQueueDelayMs == nil {
+		s.Deployment.Batching.MaxQueueDelayMs = ptrTo(DefaultMaxQueueDelayMs)
 	}
 	if s.Drift.Method == "" {
 		s.Drift.Method = DefaultDriftMethod
@@ -436,3 +436,5 @@ func applyDefaults(p *Pipeline) {
 		s.Drift.CooldownBatches = &n
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gyrehq/gyre/libs/pipeline"
 )
@@ -59,9 +60,13 @@ func TestParseExampleAndDefaults(t *testing.T) {
 		{"window", s.Model.Window.Batches, 5},
 		{"bootstrap", s.Model.BootstrapBatches, 2},
 		{"strategy", s.Deployment.Strategy, "immediate"},
-		{"sampleRate", s.Deployment.SampleRate, 1.0},
+		{"sampleRate", s.Deployment.LogRate(), 1.0},
+		{"batching.maxBatchSize", s.Deployment.Batching.MaxBatchSize, 64},
+		{"batching.maxQueueDelayMs", s.Deployment.Batching.QueueDelay(), time.Millisecond},
 		{"routeHeader", s.Deployment.RouteHeader, "X-Gyre-Route-Key"},
 		{"rollback.minLabels", s.Deployment.Rollback.MinLabels, 50},
+		{"rollback.maxErrorRate", s.Deployment.Rollback.ErrorRateLimit(), 0.02},
+		{"rollback.maxAccuracyDrop", s.Deployment.Rollback.AccuracyDropLimit(), 0.05},
 		{"rollback.maxLatencyP99Ms", s.Deployment.Rollback.MaxLatencyP99Ms, 0.0},
 		{"rollback.maxPredictionDrift", s.Deployment.Rollback.MaxPredictionDrift, 0.0},
 		{"drift.method", s.Drift.Method, "psi"},
@@ -82,6 +87,20 @@ func TestParseExampleAndDefaults(t *testing.T) {
 	}
 	if z.RetrainCooldown() != 0 {
 		t.Errorf("explicit cooldown 0 became %d", z.RetrainCooldown())
+	}
+	// Explicit zeros of the serving settings are kept too, through the
+	// canonical form: sampleRate 0 logs nothing, maxQueueDelayMs 0 never
+	// waits.
+	zs, err := pipeline.Parse([]byte(minimal + "  deployment: {sampleRate: 0, batching: {maxQueueDelayMs: 0}, rollback: {maxErrorRate: 0, maxAccuracyDrop: 0}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zs, err = pipeline.Parse(zs.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	if d := zs.Spec.Deployment; d.LogRate() != 0 || d.Batching.QueueDelay() != 0 || d.Rollback.ErrorRateLimit() != 0 || d.Rollback.AccuracyDropLimit() != 0 {
+		t.Errorf("explicit sampleRate 0, maxQueueDelayMs 0, maxErrorRate 0, maxAccuracyDrop 0 became %v, %v, %v, %v",
+			d.LogRate(), d.Batching.QueueDelay(), d.Rollback.ErrorRateLimit(), d.Rollback.AccuracyDropLimit())
 	}
 	// Canonical form is stable: parse(canonical) gives the same digest.
 	again, err := pipeline.Parse(p.Canonical())

@@ -16,6 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"time"
 )
 
 // APIVersion and Kind of every pipeline spec.
@@ -167,18 +168,34 @@ type Deployment struct {
 	// split at random.
 	RouteHeader string   `json:"routeHeader"`
 	Rollback    Rollback `json:"rollback"`
-	SampleRate  float64  `json:"sampleRate"`
-	Batching    Batching `json:"batching"`
+	// SampleRate is the share of answered requests whose predictions are
+	// logged (prediction.logged), in [0, 1]; default 1. A pointer because
+	// 0 (log nothing) is a choice: see LogRate.
+	SampleRate *float64 `json:"sampleRate,omitempty"`
+	Batching   Batching `json:"batching"`
+}
+
+// LogRate returns the share of requests logged: SampleRate, or 1 when the
+// spec leaves it out.
+func (d Deployment) LogRate() float64 {
+	if d.SampleRate == nil {
+		return 1
+	}
+	return *d.SampleRate
 }
 
 // Rollback holds the limits a candidate must stay within while it is judged.
-// A limit of 0 is off, except where a default is filled in.
+// MaxLatencyP99Ms and MaxPredictionDrift are off at 0; MaxErrorRate and
+// MaxAccuracyDrop have defaults, and 0 is a choice there (no tolerance).
 type Rollback struct {
-	// MaxErrorRate is the largest share of failed candidate requests.
-	MaxErrorRate float64 `json:"maxErrorRate"`
+	// MaxErrorRate is the largest share of failed candidate requests
+	// (default 0.02; 0: none may fail). A pointer because 0 is a choice:
+	// see ErrorRateLimit.
+	MaxErrorRate *float64 `json:"maxErrorRate,omitempty"`
 	// MaxAccuracyDrop is the largest fall of the candidate's live accuracy
-	// (from labels) below the champion's.
-	MaxAccuracyDrop float64 `json:"maxAccuracyDrop"`
+	// (from labels) below the champion's (default 0.05; 0: no fall at
+	// all). A pointer because 0 is a choice: see AccuracyDropLimit.
+	MaxAccuracyDrop *float64 `json:"maxAccuracyDrop,omitempty"`
 	// MaxLatencyP99Ms is the candidate's latency SLO (p99, milliseconds);
 	// 0 means no SLO.
 	MaxLatencyP99Ms float64 `json:"maxLatencyP99Ms,omitempty"`
@@ -188,6 +205,30 @@ type Rollback struct {
 	// MinLabels is how many labelled candidate predictions the accuracy
 	// check needs before it counts (default 50).
 	MinLabels int `json:"minLabels"`
+	// LabelTimeoutSeconds is how long a step that is due waits for
+	// MinLabels labelled candidate predictions before it is judged; when
+	// the wait runs out, the rollout rolls back, its candidate's accuracy
+	// unchecked. 0 (the default) judges at once on the labels arrived: a
+	// step without enough of them is judged on errors, latency and drift.
+	LabelTimeoutSeconds float64 `json:"labelTimeoutSeconds,omitempty"`
+}
+
+// ErrorRateLimit returns MaxErrorRate, or its default when the spec leaves
+// it out.
+func (r Rollback) ErrorRateLimit() float64 {
+	if r.MaxErrorRate == nil {
+		return DefaultMaxErrorRate
+	}
+	return *r.MaxErrorRate
+}
+
+// AccuracyDropLimit returns MaxAccuracyDrop, or its default when the spec
+// leaves it out.
+func (r Rollback) AccuracyDropLimit() float64 {
+	if r.MaxAccuracyDrop == nil {
+		return DefaultMaxAccuracyDrop
+	}
+	return *r.MaxAccuracyDrop
 }
 
 // Batching groups concurrent inference requests into one model call.
@@ -196,8 +237,20 @@ type Batching struct {
 	// off.
 	MaxBatchSize int `json:"maxBatchSize"`
 	// MaxQueueDelayMs is the longest a request waits for others to join its
-	// batch (the latency budget), in milliseconds.
-	MaxQueueDelayMs float64 `json:"maxQueueDelayMs"`
+	// batch (the latency budget), in milliseconds; default 1. A pointer
+	// because 0 (never wait: batch only what queued while the model was
+	// busy) is a choice: see QueueDelay.
+	MaxQueueDelayMs *float64 `json:"maxQueueDelayMs,omitempty"`
+}
+
+// QueueDelay returns MaxQueueDelayMs as a duration, the default when the
+// spec leaves it out.
+func (b Batching) QueueDelay() time.Duration {
+	ms := DefaultMaxQueueDelayMs
+	if b.MaxQueueDelayMs != nil {
+		ms = *b.MaxQueueDelayMs
+	}
+	return time.Duration(ms * float64(time.Millisecond))
 }
 
 // Drift methods.

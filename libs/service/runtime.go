@@ -50,6 +50,8 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	changes []bus.Change
+
+	beforeConsume func(ctx context.Context) error
 }
 
 // Option configures a Runtime.
@@ -60,6 +62,14 @@ type Option func(*Runtime)
 // configuration, such as a trainer serving another pool.
 func WithTopology(t bus.Topology) Option {
 	return func(r *Runtime) { r.topology = t }
+}
+
+// WithBeforeConsume runs f after provisioning and before the router takes
+// its first message: for a service that rebuilds what it keeps in memory
+// from its streams (the monitor's join of predictions and labels). An error
+// from f ends Run with it.
+func WithBeforeConsume(f func(ctx context.Context) error) Option {
+	return func(r *Runtime) { r.beforeConsume = f }
 }
 
 // New returns the runtime of the named service.
@@ -172,6 +182,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 			return nil
 		}
 		return err
+	}
+	if r.beforeConsume != nil {
+		if err := r.beforeConsume(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- r.router.Run(ctx) }()

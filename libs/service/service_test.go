@@ -387,3 +387,46 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// TestBeforeConsume: the hook runs after provisioning (the service's
+// consumers exist) and before the router is running; its error ends Run
+// with it.
+func TestBeforeConsume(t *testing.T) {
+	srv := natstest.Start(t)
+	deps := connect(t, srv.URL)
+	var rt *service.Runtime
+	var sawConsumer, sawRouter bool
+	hook := func(ctx context.Context) error {
+		for _, c := range events.ServiceConsumers()[events.ServiceIngest] {
+			_, err := deps.JS.Consumer(ctx, c.Stream, c.Durable())
+			sawConsumer = err == nil
+		}
+		sawRouter = rt.Readiness().Ready
+		return nil
+	}
+	var err error
+	rt, err = service.New(events.ServiceIngest, service.Defaults("127.0.0.1:0"), deps, service.WithBeforeConsume(hook))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	waitReady(t, rt)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !sawConsumer || sawRouter {
+		t.Errorf("hook saw consumers %v, a running router %v; want consumers and no router yet", sawConsumer, sawRouter)
+	}
+
+	failing, err := service.New(events.ServiceIngest, service.Defaults("127.0.0.1:0"), deps,
+		service.WithBeforeConsume(func(context.Context) error { return errors.New("state not rebuilt") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := failing.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "state not rebuilt") {
+		t.Errorf("Run with a failing hook = %v, want its error", err)
+	}
+}

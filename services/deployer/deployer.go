@@ -134,6 +134,9 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	st := stores{lazy: store.NewLazy(deps.JS)}
 	s := &Service{rt: rt, cfg: cfg, metrics: m}
 	s.log = newPredictionLog(rt.Publisher(), cfg.PredictionQueue, m, rt.Logger())
+	if err := registerQueueGauge(deps.Registry, s.log); err != nil {
+		return nil, fmt.Errorf("%s metrics: %w", Name, err)
+	}
 	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{Logger: rt.Logger()})
 	if err := s.register(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)

@@ -15,6 +15,7 @@ import (
 const (
 	handlerPromoted = "model-promoted"
 	handlerLabels   = "label-received"
+	handlerApplied  = "pipeline-applied"
 )
 
 // register binds each declared consumer of the service to its handler.
@@ -22,6 +23,7 @@ func (s *Service) register() error {
 	return s.rt.Router().HandleDeclared(map[string]bus.Handler{
 		handlerPromoted: s.onPromoted,
 		handlerLabels:   s.onLabels,
+		handlerApplied:  s.onApplied,
 	})
 }
 
@@ -69,6 +71,24 @@ func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	}
 	if n := s.app.Labels(m.GetPipeline(), labels); n > 0 {
 		bus.Logger(ctx).Debug("rollout labels counted", "pipeline", m.GetPipeline(), "labels", n)
+	}
+	return nil
+}
+
+// onApplied brings a changed spec's serving settings (batching, sampleRate,
+// routeHeader) to the models serving its pipeline. The event is the
+// trigger; the spec is read from the store, the newest there is.
+func (s *Service) onApplied(ctx context.Context, ev event.Event) error {
+	var msg gyrev1.PipelineApplied
+	if err := bus.DecodePayload(ev, &msg); err != nil {
+		return err
+	}
+	changed, err := s.app.ApplySpec(ctx, msg.GetPipeline())
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 {
+		bus.Logger(ctx).Info("serving settings applied", "pipeline", msg.GetPipeline(), "changed", changed)
 	}
 	return nil
 }

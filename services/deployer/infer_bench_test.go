@@ -65,9 +65,8 @@ func benchCSV(n int) []byte {
 // handler (no network) against a bare handler that decodes a minimal JSON
 // body with encoding/json and calls the same model: the serving overhead
 // the deployer adds, per request and in allocations. Pipeline "bench" logs
-// almost no prediction (sampleRate 1e-9: 0 means the default, 1), so the
-// publishing of prediction.logged does not run beside it; "logged" logs
-// every one.
+// no prediction (sampleRate 0), so the publishing of prediction.logged
+// does not run beside it; "logged" logs every one.
 func BenchmarkInfer(b *testing.B) {
 	env := looptest.NewFull(b)
 	var model ml.Model
@@ -75,12 +74,8 @@ func BenchmarkInfer(b *testing.B) {
 		name     string
 		rate     float64
 		maxBatch int
-	}{{"bench", 1e-9, 64}, {"logged", 1, 64}, {"nobatch", 1e-9, 1}} {
-		p := env.ApplyPipeline(benchSpec(pl.name, pl.rate, pl.maxBatch))
-		ref := env.StoreBundle(p, "r1", benchCSV(5000))
-		env.Emit("/gyre/test", pl.name, &gyrev1.ModelPromoted{
-			Pipeline: pl.name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
-		})
+	}{{"bench", 0, 64}, {"logged", 1, 64}, {"nobatch", 0, 1}} {
+		ref := promoteBench(env, pl.name, pl.rate, pl.maxBatch)
 		if model == nil {
 			data, err := store.GetObject(env.Ctx(), env.Buckets.Models, ref.GetKey())
 			if err != nil {
@@ -93,26 +88,7 @@ func BenchmarkInfer(b *testing.B) {
 			model = bd.Model
 		}
 	}
-	cfg := deployer.DefaultConfig()
-	cfg.NATSURL = env.Server.URL
-	proc, err := service.Connect(context.Background(), cfg.Config, "deployer-bench", service.WithLogOutput(io.Discard))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proc.Close(context.Background()) })
-	svc, err := deployer.New(cfg, proc.Deps)
-	if err != nil {
-		b.Fatal(err)
-	}
-	env.Run(svc)
-	gyre := svc.Handler()
-	for _, name := range []string{"bench", "logged", "nobatch"} {
-		looptest.WaitFor(b, name+" deployed", 30*time.Second, func() bool {
-			rec := httptest.NewRecorder()
-			gyre.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/models/"+name+"/ready", nil))
-			return rec.Code == http.StatusOK
-		})
-	}
+	gyre := runBenchDeployer(b, env, "bench", "logged", "nobatch")
 	bare := barehttp.Handler(model)
 	for _, rows := range []int{1, 100} {
 		flat := make([]float64, 0, rows*8)
@@ -165,35 +141,14 @@ func BenchmarkInferParallel(b *testing.B) {
 		name     string
 		maxBatch int
 	}{{"batched", 64}, {"nobatch", 1}} {
-		p := env.ApplyPipeline(benchSpec(pl.name, 1e-9, pl.maxBatch))
-		ref := env.StoreBundle(p, "r1", benchCSV(5000))
-		env.Emit("/gyre/test", pl.name, &gyrev1.ModelPromoted{
-			Pipeline: pl.name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
-		})
+		promoteBench(env, pl.name, 0, pl.maxBatch)
 	}
-	cfg := deployer.DefaultConfig()
-	cfg.NATSURL = env.Server.URL
-	proc, err := service.Connect(context.Background(), cfg.Config, "deployer-bench", service.WithLogOutput(io.Discard))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = proc.Close(context.Background()) })
-	svc, err := deployer.New(cfg, proc.Deps)
-	if err != nil {
-		b.Fatal(err)
-	}
-	env.Run(svc)
-	h := svc.Handler()
+	h := runBenchDeployer(b, env, "batched", "nobatch")
 	flat := []float64{0.1, -0.2, 0.3, 1, -1, 0.5, 0, 2}
 	body, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{
 		"name": "input", "shape": []int{1, 8}, "datatype": "FP64", "data": flat,
 	}}})
 	for _, name := range []string{"batched", "nobatch"} {
-		looptest.WaitFor(b, name+" deployed", 30*time.Second, func() bool {
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/models/"+name+"/ready", nil))
-			return rec.Code == http.StatusOK
-		})
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(64)
@@ -244,3 +199,41 @@ func (d *discard) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 func (d *discard) WriteHeader(code int) { d.code = code }
+
+// promoteBench applies the bench pipeline name, stores a model trained for
+// it and promotes it; it returns the model's artifact.
+func promoteBench(env *looptest.Env, name string, sampleRate float64, maxBatch int) *gyrev1.ObjectRef {
+	p := env.ApplyPipeline(benchSpec(name, sampleRate, maxBatch))
+	ref := env.StoreBundle(p, "r1", benchCSV(5000))
+	env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
+		Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
+	})
+	return ref
+}
+
+// runBenchDeployer runs a deployer on env and returns its handler once the
+// models of the pipelines named serve.
+func runBenchDeployer(b *testing.B, env *looptest.Env, names ...string) http.Handler {
+	b.Helper()
+	cfg := deployer.DefaultConfig()
+	cfg.NATSURL = env.Server.URL
+	proc, err := service.Connect(context.Background(), cfg.Config, "deployer-bench", service.WithLogOutput(io.Discard))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = proc.Close(context.Background()) })
+	svc, err := deployer.New(cfg, proc.Deps)
+	if err != nil {
+		b.Fatal(err)
+	}
+	env.Run(svc)
+	h := svc.Handler()
+	for _, name := range names {
+		looptest.WaitFor(b, name+" deployed", 30*time.Second, func() bool {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v2/models/"+name+"/ready", nil))
+			return rec.Code == http.StatusOK
+		})
+	}
+	return h
+}

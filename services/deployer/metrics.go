@@ -44,3 +44,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// registerQueueGauge exports the prediction log's queue length, read at
+// each scrape: how far publishing lags behind serving.
+func registerQueueGauge(reg prometheus.Registerer, q *predictionLog) error {
+	_, err := bus.RegisterCollector(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gyre_deployer_prediction_log_queued",
+		Help: "Requests whose predictions wait in the prediction log's queue (GYRE_DEPLOYER_PREDICTION_QUEUE bounds it; a full queue drops).",
+	}, func() float64 { return float64(len(q.queue)) }))
+	return err
+}

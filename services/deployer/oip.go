@@ -830,18 +830,18 @@ func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]
 		return dst, fmt.Errorf("outputs: %q: a regression model has no probabilities", OutputProbabilities)
 	}
 	dst = append(dst, `{"model_name":`...)
-	dst = appendString(dst, res.Pipeline)
+	dst = appendJSONString(dst, res.Pipeline)
 	dst = append(dst, `,"model_version":"`...)
 	dst = strconv.AppendInt(dst, res.Model.Version, 10)
 	dst = append(dst, '"')
 	if req.hasID {
 		dst = append(dst, `,"id":`...)
-		dst = appendString(dst, req.id)
+		dst = appendJSONString(dst, req.id)
 	}
 	dst = append(dst, `,"parameters":{"deployment_id":`...)
-	dst = appendString(dst, res.DeploymentID)
+	dst = appendJSONString(dst, res.DeploymentID)
 	dst = append(dst, `,"variant":`...)
-	dst = appendString(dst, string(res.Variant))
+	dst = appendJSONString(dst, string(res.Variant))
 	dst = append(dst, `},"outputs":[`...)
 	first := true
 	open := func(name, datatype string, shape ...int) {
@@ -877,7 +877,7 @@ func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]
 				if i > 0 {
 					dst = append(dst, ',')
 				}
-				dst = appendString(dst, l)
+				dst = appendJSONString(dst, l)
 			}
 		}
 		dst = append(dst, "]}"...)
@@ -900,7 +900,7 @@ func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, id)
+			dst = appendJSONString(dst, id)
 		}
 		dst = append(dst, "]}"...)
 	}

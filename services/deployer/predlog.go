@@ -10,7 +10,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/gyrehq/gyre/events"
-	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/services/deployer/internal/serving"
 )
@@ -22,24 +21,31 @@ import (
 // must not slow down or fail when the event stream is slow or away.
 type predictionLog struct {
 	pub     *bus.Publisher
-	queue   chan *gyrev1.PredictionLogged
+	queue   chan *serving.PredictionRecord
 	metrics *metrics
 	logger  *slog.Logger
 }
 
 var _ serving.PredictionSink = (*predictionLog)(nil)
 
-// publishBatch is how many queued events one publish round sends at once.
-const publishBatch = 64
+// roundRows bounds the rows one publish round takes from the queue: enough
+// that a round keeps up with any request rate one deployer serves (each
+// round waits for the server's acknowledgements), few enough that its
+// events go out in one PublishBatch.
+const roundRows = 16 * maxMergedRows
+
+// lingerQueued is the number of queued requests at which a round starts
+// without waiting mergeWindow for more.
+const lingerQueued = 64
 
 func newPredictionLog(pub *bus.Publisher, size int, m *metrics, logger *slog.Logger) *predictionLog {
-	return &predictionLog{pub: pub, queue: make(chan *gyrev1.PredictionLogged, max(size, 1)), metrics: m, logger: logger}
+	return &predictionLog{pub: pub, queue: make(chan *serving.PredictionRecord, max(size, 1)), metrics: m, logger: logger}
 }
 
-// Offer queues msg unless the queue is full.
-func (q *predictionLog) Offer(msg *gyrev1.PredictionLogged) bool {
+// Offer queues rec unless the queue is full.
+func (q *predictionLog) Offer(rec *serving.PredictionRecord) bool {
 	select {
-	case q.queue <- msg:
+	case q.queue <- rec:
 		return true
 	default:
 		q.metrics.predictionLogs.WithLabelValues("dropped").Inc()
@@ -47,30 +53,28 @@ func (q *predictionLog) Offer(msg *gyrev1.PredictionLogged) bool {
 	}
 }
 
-// run publishes queued events until ctx ends, then what is left in the
+// run publishes queued predictions until ctx ends, then what is left in the
 // queue, within drain.
 func (q *predictionLog) run(ctx context.Context, drain time.Duration) {
 	for {
 		select {
-		case msg := <-q.queue:
-			// Let the predictions of the next requests join this event,
-			// unless a batch of them is queued already.
-			if len(q.queue) < publishBatch-1 {
+		case rec := <-q.queue:
+			// Let the predictions of the next requests join this round's
+			// events, unless plenty are queued already.
+			if len(q.queue) < lingerQueued {
 				select {
 				case <-time.After(mergeWindow):
 				case <-ctx.Done():
 				}
 			}
-			msgs, counts := q.take(msg)
-			q.publish(context.WithoutCancel(ctx), msgs, counts)
+			q.publish(context.WithoutCancel(ctx), q.take(rec))
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
 			defer cancel()
 			for {
 				select {
-				case msg := <-q.queue:
-					msgs, counts := q.take(msg)
-					q.publish(dctx, msgs, counts)
+				case rec := <-q.queue:
+					q.publish(dctx, q.take(rec))
 				default:
 					return
 				}
@@ -79,36 +83,42 @@ func (q *predictionLog) run(ctx context.Context, drain time.Duration) {
 	}
 }
 
-// take returns msg and whatever else is queued, up to publishBatch
-// requests, the predictions of one model version and variant merged into
-// one message of up to maxMergedRows rows: an event per request would cost
-// the publisher and the server more than serving the request did. It also
-// returns how many requests the messages carry.
-func (q *predictionLog) take(first *gyrev1.PredictionLogged) ([]*gyrev1.PredictionLogged, []int) {
-	msgs, counts := []*gyrev1.PredictionLogged{first}, []int{1}
-	for n := 1; n < publishBatch; n++ {
-		var m *gyrev1.PredictionLogged
+// logEvent is the records of one prediction.logged event: one model
+// version, deployment, variant and feature set, up to maxMergedRows rows
+// in request order.
+type logEvent struct {
+	recs []*serving.PredictionRecord
+	rows int
+}
+
+// take returns first and whatever else is queued, up to roundRows rows,
+// grouped into events: an event per request would cost the publisher and
+// the server more than serving the request did.
+func (q *predictionLog) take(first *serving.PredictionRecord) []*logEvent {
+	evs := []*logEvent{{recs: []*serving.PredictionRecord{first}, rows: first.Rows()}}
+	rows := first.Rows()
+	for rows < roundRows {
+		var rec *serving.PredictionRecord
 		select {
-		case m = <-q.queue:
+		case rec = <-q.queue:
 		default:
-			return msgs, counts
+			return evs
 		}
+		rows += rec.Rows()
 		merged := false
-		for i, into := range msgs {
-			if mergeable(into, m) {
-				into.Rows = append(into.Rows, m.Rows...)
-				// The slowest request's latency speaks for the event.
-				into.LatencyMs = max(into.LatencyMs, m.LatencyMs)
-				counts[i]++
+		for _, into := range evs {
+			if into.rows+rec.Rows() <= maxMergedRows && mergeable(into.recs[0], rec) {
+				into.recs = append(into.recs, rec)
+				into.rows += rec.Rows()
 				merged = true
 				break
 			}
 		}
 		if !merged {
-			msgs, counts = append(msgs, m), append(counts, 1)
+			evs = append(evs, &logEvent{recs: []*serving.PredictionRecord{rec}, rows: rec.Rows()})
 		}
 	}
-	return msgs, counts
+	return evs
 }
 
 // mergeWindow is how long the predictions of a request wait for the next
@@ -121,40 +131,40 @@ const mergeWindow = 5 * time.Millisecond
 const maxMergedRows = 500
 
 // mergeable reports whether b's rows can join a's event: same pipeline,
-// model version, deployment, variant, sample rate and features.
-func mergeable(a, b *gyrev1.PredictionLogged) bool {
-	return a.GetPipeline() == b.GetPipeline() && a.GetModelVersion() == b.GetModelVersion() &&
-		a.GetDeploymentId() == b.GetDeploymentId() && a.GetVariant() == b.GetVariant() &&
-		a.GetSampleRate() == b.GetSampleRate() && slices.Equal(a.GetFeatures(), b.GetFeatures()) &&
-		len(a.GetRows())+len(b.GetRows()) <= maxMergedRows
+// model version, deployment, variant, sample rate, features and classes.
+func mergeable(a, b *serving.PredictionRecord) bool {
+	return a.Pipeline == b.Pipeline && a.ModelVersion == b.ModelVersion &&
+		a.DeploymentID == b.DeploymentID && a.Variant == b.Variant &&
+		a.SampleRate == b.SampleRate && slices.Equal(a.Features, b.Features) &&
+		slices.Equal(a.Classes, b.Classes)
 }
 
-// publish sends the messages, counts[i] requests' predictions in msgs[i];
-// the metrics count requests.
-func (q *predictionLog) publish(ctx context.Context, msgs []*gyrev1.PredictionLogged, counts []int) {
-	evs := make([]event.Event, 0, len(msgs))
+// publish sends the events of one round; the metrics count requests.
+func (q *predictionLog) publish(ctx context.Context, logEvs []*logEvent) {
+	evs := make([]event.Event, 0, len(logEvs))
 	requests := 0
-	for i, m := range msgs {
-		ev, err := events.New(q.pub.Source(), m.GetPipeline(), m)
+	for _, le := range logEvs {
+		head := le.recs[0]
+		ev, err := events.NewJSON(q.pub.Source(), head.Pipeline, events.PredictionLogged, appendPredictionLogged(nil, le.recs))
 		if err != nil {
-			q.metrics.predictionLogs.WithLabelValues("failed").Add(float64(counts[i]))
-			q.logger.Error("prediction.logged not built", "pipeline", m.GetPipeline(), "error", err)
+			q.metrics.predictionLogs.WithLabelValues("failed").Add(float64(len(le.recs)))
+			q.logger.Error("prediction.logged not built", "pipeline", head.Pipeline, "error", err)
 			continue
 		}
 		// The first prediction id names the event: a retried publish of
 		// the same predictions is stored once. A shadow's predictions
 		// share the ids of the answers they mirror, so their events are
 		// named apart.
-		if len(m.GetRows()) > 0 {
-			parts := []string{events.PredictionLogged, m.GetPipeline(), m.GetRows()[0].GetPredictionId()}
-			if m.GetVariant() == string(serving.Shadow) {
-				parts = append(parts, m.GetVariant())
+		if head.Rows() > 0 {
+			parts := []string{events.PredictionLogged, head.Pipeline, head.IDs[0]}
+			if head.Variant == serving.Shadow {
+				parts = append(parts, string(head.Variant))
 			}
 			ev.SetID(bus.StableID(parts...))
 		}
-		ev.SetExtension(bus.ExtModelVersion, fmt.Sprint(m.GetModelVersion()))
+		ev.SetExtension(bus.ExtModelVersion, fmt.Sprint(head.ModelVersion))
 		evs = append(evs, ev)
-		requests += counts[i]
+		requests += len(le.recs)
 	}
 	if len(evs) == 0 {
 		return

@@ -4,54 +4,81 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/services/deployer/internal/serving"
 )
 
 // TestPredictionLogMerges: queued predictions of one model version and
-// variant leave in one message, in order, up to maxMergedRows rows; those
-// of another version or variant leave apart; the counts say how many
-// requests each message carries.
+// variant leave in one event, in order, up to maxMergedRows rows; those of
+// another version or variant leave apart.
 func TestPredictionLogMerges(t *testing.T) {
 	t.Parallel()
-	msg := func(version int64, variant string, rows int, id string) *gyrev1.PredictionLogged {
-		m := &gyrev1.PredictionLogged{Pipeline: "p", ModelVersion: version, DeploymentId: "d", Variant: variant,
+	rec := func(version int64, variant serving.Variant, rows int, id string) *serving.PredictionRecord {
+		r := &serving.PredictionRecord{Pipeline: "p", ModelVersion: version, DeploymentID: "d", Variant: variant,
 			SampleRate: 1, Features: []string{"x"}, LatencyMs: float64(rows)}
 		for i := range rows {
-			m.Rows = append(m.Rows, &gyrev1.Prediction{PredictionId: fmt.Sprint(id, i)})
+			r.IDs = append(r.IDs, fmt.Sprint(id, i))
+			r.Outputs = append(r.Outputs, "yes")
+			r.Values = append(r.Values, float64(i))
 		}
-		return m
+		return r
 	}
 	for _, tc := range []struct {
 		name   string
-		queued []*gyrev1.PredictionLogged
-		// want is, per message, its first row id, rows and requests.
+		queued []*serving.PredictionRecord
+		// want is, per event, its first row id, rows and requests.
 		want []string
 	}{
-		{"one request", []*gyrev1.PredictionLogged{msg(1, "champion", 2, "a")}, []string{"a0 2 1"}},
-		{"same model merged", []*gyrev1.PredictionLogged{msg(1, "champion", 2, "a"), msg(1, "champion", 1, "b"), msg(1, "champion", 3, "c")},
+		{"one request", []*serving.PredictionRecord{rec(1, "champion", 2, "a")}, []string{"a0 2 1"}},
+		{"same model merged", []*serving.PredictionRecord{rec(1, "champion", 2, "a"), rec(1, "champion", 1, "b"), rec(1, "champion", 3, "c")},
 			[]string{"a0 6 3"}},
-		{"variants apart", []*gyrev1.PredictionLogged{msg(1, "champion", 1, "a"), msg(2, "canary", 1, "b"), msg(1, "champion", 1, "c"), msg(2, "shadow", 1, "d")},
+		{"variants apart", []*serving.PredictionRecord{rec(1, "champion", 1, "a"), rec(2, "canary", 1, "b"), rec(1, "champion", 1, "c"), rec(2, "shadow", 1, "d")},
 			[]string{"a0 2 2", "b0 1 1", "d0 1 1"}},
-		{"row bound", []*gyrev1.PredictionLogged{msg(1, "champion", 400, "a"), msg(1, "champion", 200, "b"), msg(1, "champion", 100, "c")},
+		{"row bound", []*serving.PredictionRecord{rec(1, "champion", 400, "a"), rec(1, "champion", 200, "b"), rec(1, "champion", 100, "c")},
 			[]string{"a0 500 2", "b0 200 1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			q := &predictionLog{queue: make(chan *gyrev1.PredictionLogged, 16)}
+			q := &predictionLog{queue: make(chan *serving.PredictionRecord, 16)}
 			for _, m := range tc.queued[1:] {
 				q.queue <- m
 			}
-			msgs, counts := q.take(tc.queued[0])
+			evs := q.take(tc.queued[0])
 			var got []string
-			for i, m := range msgs {
-				got = append(got, fmt.Sprint(m.Rows[0].PredictionId, " ", len(m.Rows), " ", counts[i]))
+			for _, ev := range evs {
+				got = append(got, fmt.Sprint(ev.recs[0].IDs[0], " ", ev.rows, " ", len(ev.recs)))
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Errorf("merged into %v, want %v", got, tc.want)
 			}
-			if tc.name == "same model merged" && (msgs[0].Rows[2].PredictionId != "b0" || msgs[0].LatencyMs != 3) {
-				t.Errorf("rows %v latency %v: want request order, the slowest latency", msgs[0].Rows, msgs[0].LatencyMs)
-			}
 		})
+	}
+}
+
+// TestPredictionLogRoundBound: one round takes at most about roundRows
+// rows; the rest stay queued for the next round.
+func TestPredictionLogRoundBound(t *testing.T) {
+	t.Parallel()
+	const requests = 3 * roundRows / 100
+	q := &predictionLog{queue: make(chan *serving.PredictionRecord, requests)}
+	for i := range requests {
+		r := &serving.PredictionRecord{Pipeline: "p", ModelVersion: 1, Variant: "champion", SampleRate: 1}
+		for k := range 100 {
+			r.IDs = append(r.IDs, fmt.Sprint(i, "-", k))
+		}
+		r.Outputs = make([]string, 100)
+		q.queue <- r
+	}
+	rows := 0
+	for _, ev := range q.take(<-q.queue) {
+		if ev.rows > maxMergedRows {
+			t.Errorf("an event of %d rows, over %d", ev.rows, maxMergedRows)
+		}
+		rows += ev.rows
+	}
+	if rows < roundRows || rows > roundRows+100 {
+		t.Errorf("a round took %d rows, want about %d", rows, roundRows)
+	}
+	if len(q.queue) != requests-rows/100 {
+		t.Errorf("%d requests left queued, want %d", len(q.queue), requests-rows/100)
 	}
 }

@@ -101,11 +101,22 @@ func TestPredictionLogQueueIsBounded(t *testing.T) {
 	if float64(rows) != published {
 		t.Errorf("%d predictions logged on the stream, %v requests counted published", rows, published)
 	}
+	if q, ok := h.metric("gyre_deployer_prediction_log_queued"); !ok || q != 0 {
+		t.Errorf("gyre_deployer_prediction_log_queued = %v (exported: %v), want 0 once all is published", q, ok)
+	}
 	t.Logf("%v published, %v dropped", published, dropped)
 }
 
 // predictionLogs reads gyre_deployer_prediction_logs_total of an outcome.
 func (h *harness) predictionLogs(outcome string) float64 {
+	h.t.Helper()
+	v, _ := h.metric(`gyre_deployer_prediction_logs_total{outcome="` + outcome + `"}`)
+	return v
+}
+
+// metric reads a series of the deployer's /metrics by name and labels, and
+// whether it is there.
+func (h *harness) metric(series string) (float64, bool) {
 	h.t.Helper()
 	resp, err := http.Get(h.srv.URL + "/metrics")
 	if err != nil {
@@ -113,12 +124,11 @@ func (h *harness) predictionLogs(outcome string) float64 {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	prefix := `gyre_deployer_prediction_logs_total{outcome="` + outcome + `"} `
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
-			return f
+			return f, true
 		}
 	}
-	return 0
+	return 0, false
 }

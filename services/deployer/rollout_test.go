@@ -228,6 +228,13 @@ func (h *harness) drive(name, answeredBy string) driven {
 			}
 			version := strings.Fields(answeredBy)[0]
 			code, pinned := h.do(http.MethodPost, "/v2/models/"+name+"/versions/"+version+"/infer", inferBody(rows))
+			if code == http.StatusNotFound {
+				// The rollout may have ended between the two requests, and
+				// the version answering then with it.
+				if status, _, _ := h.deployment(name); !serving(status) {
+					continue
+				}
+			}
 			if code != http.StatusOK || fmt.Sprint(output(pinned, "predict")) != fmt.Sprint(output(body, "predict")) {
 				d.foreign = append(d.foreign, fmt.Sprintf("predictions %v, version %s gives %v", output(body, "predict"), version, output(pinned, "predict")))
 			}

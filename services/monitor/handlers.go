@@ -102,13 +102,7 @@ func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 	if m.GetVariant() == "shadow" {
 		return nil
 	}
-	rows := make([]monitoring.Prediction, 0, len(m.GetRows()))
-	for _, r := range m.GetRows() {
-		rows = append(rows, monitoring.Prediction{ID: r.GetPredictionId(), Output: r.GetOutput()})
-	}
-	d, err := s.app.LogPredictions(ctx, monitoring.PredictionLog{
-		EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(), Rows: rows,
-	})
+	d, err := s.app.LogPredictions(ctx, predictionLog(ev, &m))
 	if err != nil {
 		return err
 	}
@@ -121,15 +115,29 @@ func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	if err := bus.DecodePayload(ev, &m); err != nil {
 		return err
 	}
-	labels := make([]monitoring.Label, 0, len(m.GetLabels()))
-	for _, l := range m.GetLabels() {
-		labels = append(labels, monitoring.Label{PredictionID: l.GetPredictionId(), Value: l.GetValue()})
-	}
-	d, err := s.app.ReceiveLabels(ctx, monitoring.Labels{EventID: ev.ID(), Pipeline: m.GetPipeline(), Labels: labels})
+	d, err := s.app.ReceiveLabels(ctx, labelsOf(ev, &m))
 	if err != nil {
 		return err
 	}
 	return s.emitDegraded(ctx, ev, d)
+}
+
+// predictionLog is the command of a prediction.logged.
+func predictionLog(ev event.Event, m *gyrev1.PredictionLogged) monitoring.PredictionLog {
+	rows := make([]monitoring.Prediction, 0, len(m.GetRows()))
+	for _, r := range m.GetRows() {
+		rows = append(rows, monitoring.Prediction{ID: r.GetPredictionId(), Output: r.GetOutput()})
+	}
+	return monitoring.PredictionLog{EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(), Rows: rows}
+}
+
+// labelsOf is the command of a label.received.
+func labelsOf(ev event.Event, m *gyrev1.LabelReceived) monitoring.Labels {
+	labels := make([]monitoring.Label, 0, len(m.GetLabels()))
+	for _, l := range m.GetLabels() {
+		labels = append(labels, monitoring.Label{PredictionID: l.GetPredictionId(), Value: l.GetValue()})
+	}
+	return monitoring.Labels{EventID: ev.ID(), Pipeline: m.GetPipeline(), Labels: labels}
 }
 
 func (s *Service) emitDegraded(ctx context.Context, cause event.Event, d *gyrev1.PerformanceDegraded) error {

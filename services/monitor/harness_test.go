@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,15 @@ type harness struct {
 func start(t *testing.T) *harness {
 	t.Helper()
 	srv := natstest.Start(t)
+	proc, _ := runMonitor(t, srv)
+	// The monitor provisioned the topology: the env only opens it.
+	return &harness{t: t, env: looptest.Attach(t, srv, proc.JS)}
+}
+
+// runMonitor runs a monitor on srv until the test ends or stop is called;
+// it returns when the monitor is ready.
+func runMonitor(t *testing.T, srv *natstest.Server) (proc *service.Process, stop func()) {
+	t.Helper()
 	cfg := monitor.DefaultConfig()
 	cfg.NATSURL = srv.URL
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -48,22 +58,25 @@ func start(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		_ = proc.Close(cctx)
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ccancel()
+			_ = proc.Close(cctx)
+		})
+	}
+	t.Cleanup(stop)
 	looptest.WaitFor(t, "monitor ready", 15*time.Second, func() bool {
 		rec := httptest.NewRecorder()
 		svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 		return rec.Code == http.StatusOK
 	})
-	// The monitor provisioned the topology: the env only opens it.
-	return &harness{t: t, env: looptest.Attach(t, srv, proc.JS)}
+	return proc, stop
 }
 
 // materialize publishes the features.materialized of a stored batch.

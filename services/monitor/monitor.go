@@ -10,7 +10,8 @@
 // when the drift policy is crossed and the cooldown allows; it joins
 // prediction.logged with label.received into live accuracy per model
 // version and emits performance.degraded when the champion's falls under
-// its baseline by more than drift.accuracyDrop.
+// its baseline by more than drift.accuracyDrop. The join is held in memory
+// and rebuilt from the streams when the service starts (rejoin).
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/monitor runs it alone.
@@ -110,19 +111,19 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
-	rt, err := service.New(Name, cfg.Config, deps)
-	if err != nil {
-		return nil, err
-	}
 	st := stores{lazy: store.NewLazy(deps.JS)}
 	s := &Service{
-		rt: rt,
 		app: monitoring.New(st, st, st, st, monitoring.Options{
 			MaxPredictions: cfg.MaxPendingPredictions,
 			MaxLabels:      cfg.MaxPendingLabels,
 			LoggerFrom:     bus.Logger,
 		}),
 	}
+	rt, err := service.New(Name, cfg.Config, deps, service.WithBeforeConsume(s.rejoin))
+	if err != nil {
+		return nil, err
+	}
+	s.rt = rt
 	if err := s.register(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}

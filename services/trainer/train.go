@@ -19,6 +19,9 @@ type TrainSpec struct {
 	Algorithm string
 	Params    ml.Params
 	Seed      int64
+	// Progress, if set, hears of every round of training (built-in
+	// algorithms only).
+	Progress func(ml.Progress)
 }
 
 // Trained is the outcome of a training run.
@@ -58,7 +61,7 @@ func Train(ctx context.Context, spec TrainSpec, window []*table.Table) (*Trained
 	if spec.Algorithm == pipeline.AlgorithmCommand {
 		model, err = trainCommand(ctx, spec, set, train)
 	} else {
-		model, err = ml.Train(ctx, spec.Algorithm, spec.Params, train, ml.TrainOptions{Seed: spec.Seed})
+		model, err = ml.Train(ctx, spec.Algorithm, spec.Params, train, ml.TrainOptions{Seed: spec.Seed, Progress: spec.Progress})
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -191,6 +193,8 @@ func (w *Worker) train(ctx context.Context, b *store.Buckets, job Job, attempt i
 	defer cancel()
 	trained, err := Train(tctx, TrainSpec{
 		Pipeline: spec, Algorithm: req.GetAlgorithm(), Params: ml.Params(req.GetParams().AsMap()), Seed: spec.Spec.Model.Seed,
+		Progress: progressLog(bus.Logger(ctx).With("pipeline", req.GetPipeline(), "request_id", req.GetRequestId(), "job_id", job.ID),
+			w.now, progressLogEvery),
 	}, window)
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, bus.Permanent(fmt.Errorf("training exceeded the job timeout of %s: %w", w.timeout, err))
@@ -334,4 +338,20 @@ func (a *activeJobs) list() []ActiveJob {
 		out = append(out, j)
 	}
 	return out
+}
+
+// progressLogEvery is how often a long training logs how far it has come.
+const progressLogEvery = 10 * time.Second
+
+// progressLog returns a training progress callback that logs a line at most
+// once per every, the first after every: a long training shows in the
+// worker's log that it moves, and where.
+func progressLog(log *slog.Logger, now func() time.Time, every time.Duration) func(ml.Progress) {
+	return ml.EveryProgress(now(), every, now, func(p ml.Progress, elapsed time.Duration) {
+		attrs := []any{"unit", p.Unit, "done", p.Done, "total", p.Total, "elapsed_s", math.Round(elapsed.Seconds()*10) / 10}
+		if !math.IsNaN(p.Loss) {
+			attrs = append(attrs, "loss", p.Loss)
+		}
+		log.Info("training in progress", attrs...)
+	})
 }

@@ -89,19 +89,7 @@ func TestWorkerTrainsAGBDT(t *testing.T) {
 	if art.GetBucket() != events.ObjectModels || art.GetKey() != bundle.Key(p, req.GetRequestId()) || art.GetSha256() == "" {
 		t.Fatalf("artifact %+v", art)
 	}
-	data, err := store.GetObject(env.Ctx(), env.Buckets.Models, art.GetKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := bundle.Load(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("bundle.Load: %v", err)
-	}
-	holdout, err := table.Read(table.FormatCSV, looptest.CSV(3, 300, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, err := b.Evaluate(holdout)
+	b, metrics, err := storedBundle(t, env, art.GetKey())
 	if err != nil || metrics["accuracy"] < 0.8 {
 		t.Fatalf("the stored bundle scores %v, %v on the next batch", metrics, err)
 	}
@@ -161,19 +149,7 @@ func TestWorkerTrainsAnMLP(t *testing.T) {
 	if acc := completed.GetMetrics()["trainAccuracy"]; acc < 0.8 {
 		t.Fatalf("metrics %v, want trainAccuracy >= 0.8", completed.GetMetrics())
 	}
-	data, err := store.GetObject(env.Ctx(), env.Buckets.Models, completed.GetArtifact().GetKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := bundle.Load(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("bundle.Load: %v", err)
-	}
-	holdout, err := table.Read(table.FormatCSV, looptest.CSV(3, 300, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if metrics, err := b.Evaluate(holdout); err != nil || metrics["accuracy"] < 0.8 {
+	if _, metrics, err := storedBundle(t, env, completed.GetArtifact().GetKey()); err != nil || metrics["accuracy"] < 0.8 {
 		t.Fatalf("the stored mlp scores %v, %v on the next batch", metrics, err)
 	}
 }
@@ -323,4 +299,25 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// storedBundle loads the bundle stored under key and scores it on the
+// batch after the toy bootstrap (looptest.CSV seed 3): the bundle, its
+// metrics and Evaluate's error.
+func storedBundle(t *testing.T, env *looptest.Env, key string) (*bundle.Bundle, map[string]float64, error) {
+	t.Helper()
+	data, err := store.GetObject(env.Ctx(), env.Buckets.Models, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Load(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("bundle.Load: %v", err)
+	}
+	holdout, err := table.Read(table.FormatCSV, looptest.CSV(3, 300, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := b.Evaluate(holdout)
+	return b, metrics, err
 }

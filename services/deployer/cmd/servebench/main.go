@@ -11,16 +11,22 @@
 // calls the model's PredictProba. wrk drives each target with single-row and
 // 100-row POSTs at several connection counts (closed loop: each connection
 // sends its next request when the last is answered) and reports
-// requests/s, p50 and p99. Then an open-loop Go load generator sends
-// single-row requests at half of each target's peak rate (fixed rate,
-// latency counted from when a request was due, so a stall is not hidden)
-// and reports p50 and p99 there.
+// requests/s, p50 and p99. Then wrk sends single-row requests at about half
+// of each target's peak rate — connections that pause 5 to 15 ms between
+// requests, as many as the rate needs — and reports p50 and p99 there.
+// Every measurement runs --repeat times (3), the latency runs at half of
+// the peak --half-repeat times (5), the targets taking turns, and the
+// table gives the medians with their spread: wrk and the servers share
+// this machine's cores, and one run can be off by a fifth. --half-rate
+// sends the latency runs of every target at one rate instead, to compare
+// them like for like.
 //
 //	go run ./services/deployer/cmd/servebench                 # the table
 //	go run ./services/deployer/cmd/servebench --cpuprofile cpu.out   # profile the Gyre single-row runs
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -28,6 +34,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -69,14 +76,24 @@ type config struct {
 	wrk         string
 	cpuProfile  string
 	trainRows   int
+	repeat      int
 	threads     int
 	keepScripts bool
 	queueDelay  float64
+	halfRate    float64
+	halfRepeat  int
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if len(os.Args) > 2 && os.Args[1] == natsChildArg {
+		if err := natsChild(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "servebench nats:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "servebench:", err)
 		os.Exit(1)
@@ -94,13 +111,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&cfg.wrk, "wrk", "wrk", "the wrk binary")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the Gyre single-row runs to this file")
 	fs.IntVar(&cfg.trainRows, "train-rows", 20000, "rows the GBDT is trained on")
+	fs.IntVar(&cfg.repeat, "repeat", 3, "runs of every measurement, the targets taking turns; the table gives their medians")
 	fs.IntVar(&cfg.threads, "threads", 2, "wrk threads (at most the connections)")
 	fs.BoolVar(&cfg.keepScripts, "keep-scripts", false, "keep the generated wrk Lua scripts")
+	fs.IntVar(&cfg.halfRepeat, "half-repeat", 5, "runs of each latency measurement at half of the peak rate (the noisiest figure); the table gives their median")
+	fs.Float64Var(&cfg.halfRate, "half-rate", 0, "send the latency runs at this rate (requests/s) for every target, instead of half of each one's peak")
 	fs.Float64Var(&cfg.queueDelay, "queue-delay-ms", pipeline.DefaultMaxQueueDelayMs, "spec.deployment.batching.maxQueueDelayMs of the batched pipeline")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var err error
+	if cfg.repeat < 1 {
+		return fmt.Errorf("--repeat %d: want at least 1", cfg.repeat)
+	}
+	if cfg.halfRepeat < 1 {
+		return fmt.Errorf("--half-repeat %d: want at least 1", cfg.halfRepeat)
+	}
 	if cfg.conns, err = ints(*conns); err != nil {
 		return fmt.Errorf("--connections: %w", err)
 	}
@@ -147,77 +173,105 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		cfg.duration, cfg.threads, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.sampleRate)
 
 	var prof *os.File
-	results := map[string]result{}
+	// Every cell is measured cfg.repeat times, the targets taking turns, and
+	// its median reported: on a shared machine one run can be off by 20%.
+	runs := map[string][]result{}
 	key := func(name string, rows, conns int) string { return fmt.Sprint(name, "/", rows, "/", conns) }
 	for _, rows := range cfg.rows {
 		for _, c := range cfg.conns {
-			for _, t := range targets {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				profiled := cfg.cpuProfile != "" && t.name == "gyre" && rows == 1
-				if profiled && prof == nil {
-					if prof, err = os.Create(cfg.cpuProfile); err != nil {
-						return err
+			for rep := range cfg.repeat {
+				for _, t := range targets {
+					if ctx.Err() != nil {
+						return ctx.Err()
 					}
-					defer prof.Close()
-				}
-				if profiled {
-					if err := pprof.StartCPUProfile(prof); err != nil {
-						return err
+					profiled := cfg.cpuProfile != "" && t.name == "gyre" && rows == 1
+					if profiled && prof == nil {
+						if prof, err = os.Create(cfg.cpuProfile); err != nil {
+							return err
+						}
+						defer prof.Close()
 					}
+					if profiled {
+						if err := pprof.StartCPUProfile(prof); err != nil {
+							return err
+						}
+					}
+					r, err := measure(ctx, env, func() (result, error) { return runWrk(ctx, cfg, dir, t, rows, c) })
+					if profiled {
+						pprof.StopCPUProfile()
+						// One profile: the first Gyre single-row run only.
+						cfg.cpuProfile = ""
+					}
+					if err != nil {
+						return fmt.Errorf("%s, %d rows, %d connections: %w", t.name, rows, c, err)
+					}
+					k := key(t.name, rows, c)
+					runs[k] = append(runs[k], r)
+					fmt.Fprintf(out, "  %-13s rows %-4d conns %-3d run %d  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s\n",
+						t.name, rows, c, rep+1, r.rps, r.p50, r.p99, r.cpuUs, r.errors, r.dropNote())
 				}
-				r, err := runWrk(ctx, cfg, dir, t, rows, c)
-				if profiled {
-					pprof.StopCPUProfile()
-					// One profile: the first Gyre single-row runs only.
-					cfg.cpuProfile = ""
-				}
-				if err != nil {
-					return fmt.Errorf("%s, %d rows, %d connections: %w", t.name, rows, c, err)
-				}
-				results[key(t.name, rows, c)] = r
-				fmt.Fprintf(out, "  %-13s rows %-4d conns %-3d %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d\n",
-					t.name, rows, c, r.rps, r.p50, r.p99, r.cpuUs, r.errors)
 			}
 		}
 	}
+	results := map[string]result{}
+	for k, rs := range runs {
+		results[k] = median(rs)
+	}
 
-	// Half of the peak single-row rate of each target, open loop.
-	half := map[string]result{}
+	// Half of the median peak single-row rate of each target, the targets
+	// taking turns.
+	halfRuns := map[string][]result{}
+	peaks := map[string]float64{}
 	for _, t := range targets {
-		peak := 0.0
 		for _, c := range cfg.conns {
-			peak = max(peak, results[key(t.name, 1, c)].rps)
+			peaks[t.name] = max(peaks[t.name], results[key(t.name, 1, c)].rps)
 		}
-		if peak == 0 {
-			continue
+		if cfg.halfRate > 0 {
+			peaks[t.name] = 2 * cfg.halfRate
 		}
-		r, err := halfPeak(ctx, cfg, dir, t, peak/2)
-		if err != nil {
-			return fmt.Errorf("%s at half of the peak: %w", t.name, err)
+	}
+	for rep := range cfg.halfRepeat {
+		for _, t := range targets {
+			if peaks[t.name] == 0 {
+				continue
+			}
+			r, err := measure(ctx, env, func() (result, error) { return halfPeak(ctx, cfg, dir, t, peaks[t.name]/2) })
+			if err != nil {
+				return fmt.Errorf("%s at half of the peak: %w", t.name, err)
+			}
+			halfRuns[t.name] = append(halfRuns[t.name], r)
+			fmt.Fprintf(out, "  %-13s rows 1    run %d  rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d%s\n",
+				t.name, rep+1, r.rps, peaks[t.name], r.conns, r.p50, r.p99, r.errors, r.dropNote())
 		}
-		half[t.name] = r
-		fmt.Fprintf(out, "  %-13s rows 1    rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d\n",
-			t.name, r.rps, peak, r.conns, r.p50, r.p99, r.errors)
+	}
+	half := map[string]result{}
+	for name, rs := range halfRuns {
+		half[name] = median(rs)
 	}
 
 	fmt.Fprintln(out)
+	fmt.Fprintf(out, "medians of %d runs each:\n", cfg.repeat)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "rows\tconns\tbare req/s\tp50 ms\tp99 ms\tgyre req/s\tp50 ms\tp99 ms\tgyre/bare\tno-batch req/s\tp50 ms\tp99 ms\tbatching gain\t")
+	fmt.Fprintln(tw, "rows\tconns\tbare req/s\tp50 ms\tp99 ms\tgyre req/s\tp50 ms\tp99 ms\tgyre/bare\tno-batch req/s\tp50 ms\tp99 ms\tbatching gain\tspread\t")
 	for _, rows := range cfg.rows {
 		for _, c := range cfg.conns {
 			b, g, n := results[key("bare", rows, c)], results[key("gyre", rows, c)], results[key("gyre-nobatch", rows, c)]
-			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.2f\t%.2f\t%+.1f%%\t\n",
-				rows, c, b.rps, b.p50, b.p99, g.rps, g.p50, g.p99, pct(g.rps, b.rps), n.rps, n.p50, n.p99, pct(g.rps, n.rps)-100)
+			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t%.0f%%\t%.0f\t%.2f\t%.2f\t%+.1f%%\t%.0f%%\t\n",
+				rows, c, b.rps, b.p50, b.p99, g.rps, g.p50, g.p99, pct(g.rps, b.rps), n.rps, n.p50, n.p99, pct(g.rps, n.rps)-100,
+				max(spread(runs[key("gyre", rows, c)]), spread(runs[key("gyre-nobatch", rows, c)])))
 		}
 	}
 	tw.Flush()
+	fmt.Fprintln(out, "(spread: the larger of gyre's and no-batch's (max - min) / median throughput over the runs)")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "at half of each target's peak single-row rate (wrk, connections sending one request per 5-15 ms each):")
+	if cfg.halfRate > 0 {
+		fmt.Fprintf(out, "at %.0f single-row requests/s for every target (--half-rate; wrk, connections sending one request per 5-15 ms each), medians of %d runs:\n", cfg.halfRate, cfg.halfRepeat)
+	} else {
+		fmt.Fprintf(out, "at half of each target's peak single-row rate (wrk, connections sending one request per 5-15 ms each), medians of %d runs:\n", cfg.halfRepeat)
+	}
 	for _, name := range []string{"bare", "gyre", "gyre-nobatch"} {
 		if r, ok := half[name]; ok {
-			fmt.Fprintf(out, "  %-13s %7.0f req/s  p50 %.2f ms  p99 %.2f ms\n", name, r.rps, r.p50, r.p99)
+			fmt.Fprintf(out, "  %-13s %7.0f req/s  p50 %.2f ms  p99 %.2f ms  (p99 of each run: %s)\n", name, r.rps, r.p50, r.p99, p99s(halfRuns[name]))
 		}
 	}
 	fmt.Fprintln(out)
@@ -227,17 +281,92 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		b, g := results[key("bare", 1, c)], results[key("gyre", 1, c)]
 		fmt.Fprintf(out, "single-row /infer at %d connections: %.0f%% of the bare handler's throughput (target >= 60%%)\n", c, pct(g.rps, b.rps))
 	}
-	if r, ok := half["gyre"]; ok {
+	if r, ok := half["gyre"]; ok && cfg.halfRate == 0 {
 		fmt.Fprintf(out, "single-row /infer p99 at half of its peak rate (%.0f req/s): %.2f ms (target < 5 ms)\n", r.rps, r.p99)
 	}
 	for _, rows := range cfg.rows {
 		g, n := results[key("gyre", rows, bestC)], results[key("gyre-nobatch", rows, bestC)]
-		fmt.Fprintf(out, "adaptive batching at %d connections, %d-row requests: %.0f vs %.0f req/s unbatched: %+.1f%% throughput, p99 %.2f vs %.2f ms\n",
-			bestC, rows, g.rps, n.rps, pct(g.rps, n.rps)-100, g.p99, n.p99)
+		note := ""
+		if rows >= pipeline.DefaultMaxBatchSize {
+			note = fmt.Sprintf(" (requests of %d rows or more are a batch already and skip the queue: this difference is run-to-run noise)", pipeline.DefaultMaxBatchSize)
+		}
+		fmt.Fprintf(out, "adaptive batching at %d connections, %d-row requests: %.0f vs %.0f req/s unbatched: %+.1f%% throughput, p99 %.2f vs %.2f ms%s\n",
+			bestC, rows, g.rps, n.rps, pct(g.rps, n.rps)-100, g.p99, n.p99, note)
 	}
-	st := env.stats()
-	fmt.Fprintf(out, "prediction.logged: %s\n", st)
+	if m, err := env.metrics(); err == nil {
+		fmt.Fprintf(out, "prediction.logged, requests: %.0f published, %.0f dropped (queue full), %.0f failed\n",
+			m[`gyre_deployer_prediction_logs_total{outcome="published"}`], m[metricDropped], m[`gyre_deployer_prediction_logs_total{outcome="failed"}`])
+	}
 	return nil
+}
+
+// measure runs one measurement and waits for the prediction log to settle
+// after it, counting the predictions it dropped.
+func measure(ctx context.Context, env *deployerEnv, run func() (result, error)) (result, error) {
+	before, err := env.metrics()
+	if err != nil {
+		return result{}, err
+	}
+	r, err := run()
+	if err != nil {
+		return r, err
+	}
+	if err := env.settle(ctx); err != nil {
+		return r, err
+	}
+	after, err := env.metrics()
+	if err != nil {
+		return r, err
+	}
+	r.dropped = int64(after[metricDropped] - before[metricDropped])
+	return r, nil
+}
+
+// median returns the run of median throughput, with the median p50 and
+// p99 of the runs (each taken on its own).
+func median(rs []result) result {
+	mid := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := rs[0]
+	out.rps = mid(func(r result) float64 { return r.rps })
+	out.p50 = mid(func(r result) float64 { return r.p50 })
+	out.p99 = mid(func(r result) float64 { return r.p99 })
+	out.cpuUs = mid(func(r result) float64 { return r.cpuUs })
+	out.errors, out.dropped = 0, 0
+	for _, r := range rs {
+		out.errors += r.errors
+		out.dropped += r.dropped
+	}
+	return out
+}
+
+// spread is (max - min) / median of the runs' throughput, in percent.
+func spread(rs []result) float64 {
+	if len(rs) == 0 {
+		return math.NaN()
+	}
+	lo, hi := rs[0].rps, rs[0].rps
+	for _, r := range rs {
+		lo, hi = min(lo, r.rps), max(hi, r.rps)
+	}
+	return pct(hi-lo, median(rs).rps)
+}
+
+func p99s(rs []result) string {
+	var parts []string
+	for _, r := range rs {
+		parts = append(parts, fmt.Sprintf("%.2f", r.p99))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func pct(a, b float64) float64 {
@@ -329,11 +458,89 @@ spec:
 type deployerEnv struct {
 	url   string
 	close func()
-	stats func() string
+	// metrics returns the deployer's prediction log series, by name and
+	// labels as exposed ("gyre_deployer_prediction_logs_total{outcome=\"dropped\"}").
+	metrics func() (map[string]float64, error)
+}
+
+const (
+	metricQueued  = "gyre_deployer_prediction_log_queued"
+	metricDropped = `gyre_deployer_prediction_logs_total{outcome="dropped"}`
+)
+
+// settle waits until the deployer's prediction log has published what it
+// was given (its queue empty, its counters still), so that one run's
+// backlog does not weigh on the next; at most a minute.
+func (e *deployerEnv) settle(ctx context.Context) error {
+	var last map[string]float64
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		m, err := e.metrics()
+		if err != nil {
+			return err
+		}
+		if m[metricQueued] == 0 && last != nil && maps.Equal(m, last) {
+			return nil
+		}
+		last = m
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return errors.New("the prediction log did not settle in a minute")
+}
+
+// natsChildArg runs servebench as the JetStream server the deployer
+// publishes to: a process of its own, as in production, so that the
+// server's heap and goroutines do not share the deployer's runtime.
+const natsChildArg = "-nats-child"
+
+// natsChild runs a JetStream server storing in dir, prints its client URL
+// and serves until its standard input closes.
+func natsChild(dir string) error {
+	ns, err := embednats.Run(embednats.Options{StoreDir: dir})
+	if err != nil {
+		return err
+	}
+	fmt.Println(ns.ClientURL())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return nil
+}
+
+// startNATS starts natsChild in a process of its own and returns its URL.
+func startNATS(ctx context.Context, dir string) (string, func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, natsChildArg, dir)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = stdin.Close(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("nats server process: %w", err)
+	}
+	return strings.TrimSpace(line), stop, nil
 }
 
 func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate, queueDelayMs float64) (*deployerEnv, error) {
-	ns, err := embednats.Run(embednats.Options{StoreDir: filepath.Join(dir, "nats")})
+	natsURL, stopNATS, err := startNATS(ctx, filepath.Join(dir, "nats"))
 	if err != nil {
 		return nil, err
 	}
@@ -343,11 +550,11 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate
 			closers[i]()
 		}
 	}}
-	closers = append(closers, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	closers = append(closers, stopNATS)
 	fail := func(err error) (*deployerEnv, error) { env.close(); return nil, err }
 
 	cfg := deployer.DefaultConfig()
-	cfg.NATSURL = ns.ClientURL()
+	cfg.NATSURL = natsURL
 	cfg.LogLevel = "warn"
 	proc, err := service.Connect(ctx, cfg.Config, "servebench", service.WithLogOutput(io.Discard), service.WithTraceOutput(io.Discard))
 	if err != nil {
@@ -437,23 +644,30 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate
 			}
 		}
 	}
-	env.stats = func() string {
+	env.metrics = func() (map[string]float64, error) {
 		resp, err := http.Get(srv.url + "/metrics")
 		if err != nil {
-			return err.Error()
+			return nil, err
 		}
 		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var parts []string
+		raw, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]float64{}
 		for _, l := range strings.Split(string(raw), "\n") {
-			if strings.HasPrefix(l, "gyre_deployer_prediction_logs_total{") {
-				parts = append(parts, strings.TrimPrefix(l, "gyre_deployer_prediction_logs_total"))
+			if !strings.HasPrefix(l, "gyre_deployer_prediction_log") {
+				continue
+			}
+			name, value, ok := strings.Cut(l, " ")
+			if !ok {
+				continue
+			}
+			if v, err := strconv.ParseFloat(value, 64); err == nil {
+				out[name] = v
 			}
 		}
-		if len(parts) == 0 {
-			return "none"
-		}
-		return strings.Join(parts, ", ")
+		return out, nil
 	}
 	return env, nil
 }
@@ -542,10 +756,21 @@ type result struct {
 	rps, p50, p99 float64
 	errors        int64
 	conns         int
-	// cpuUs is the CPU time this process (the servers: wrk runs apart)
+	// dropped counts the requests whose predictions the deployer's
+	// prediction log dropped during the run (queue full).
+	dropped int64
+	// cpuUs is the CPU time this process (the deployer and the bare
+	// handler; wrk and the NATS server run apart)
 	// spent per request, in microseconds: on a shared machine a steadier
 	// measure of cost than throughput.
 	cpuUs float64
+}
+
+func (r result) dropNote() string {
+	if r.dropped == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  (prediction log dropped %d)", r.dropped)
 }
 
 // cpuTime returns the user and system CPU time of this process.

@@ -77,7 +77,14 @@ type batcher struct {
 	// rows queued, and rows of the last call led.
 	rows, last int
 
-	// Counts for tests and operators: model calls and rows scored.
+	// stats counts model calls and rows scored, for tests and operators;
+	// the model's, which outlive a batcher replaced by new settings.
+	stats *batchStats
+}
+
+// batchStats counts the model calls a batcher makes and the rows they
+// score.
+type batchStats struct {
 	calls, scored atomic.Int64
 }
 
@@ -107,8 +114,13 @@ const maxLingerRounds = 16
 // processors, at least one.
 func defaultSlots() int { return max(1, runtime.GOMAXPROCS(0)/4) }
 
-func newBatcher(maxRows int, delay time.Duration, slots int, call func(x [][]float64) scores) *batcher {
-	return &batcher{maxRows: max(maxRows, 1), delay: max(delay, 0), slots: max(slots, 1), call: call}
+// newBatcher returns a batcher making calls with call, counting them in
+// stats (its own counts when stats is nil).
+func newBatcher(maxRows int, delay time.Duration, slots int, call func(x [][]float64) scores, stats *batchStats) *batcher {
+	if stats == nil {
+		stats = new(batchStats)
+	}
+	return &batcher{maxRows: max(maxRows, 1), delay: max(delay, 0), slots: max(slots, 1), call: call, stats: stats}
 }
 
 // do scores x, alone or with concurrent requests.
@@ -284,8 +296,8 @@ func (b *batcher) exec(x [][]float64) (out scores, err error) {
 			out, err = scores{}, fmt.Errorf("%w: %v", ErrModelFailed, p)
 		}
 	}()
-	b.calls.Add(1)
-	b.scored.Add(int64(len(x)))
+	b.stats.calls.Add(1)
+	b.stats.scored.Add(int64(len(x)))
 	return b.call(x), nil
 }
 

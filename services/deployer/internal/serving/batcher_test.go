@@ -121,7 +121,7 @@ func TestBatcherGroupsWhatQueuesWhileBusy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := &doubling{gate: make(chan struct{}), entered: make(chan struct{})}
-			b := newBatcher(tc.maxRows, 0, 1, d.call)
+			b := newBatcher(tc.maxRows, 0, 1, d.call, nil)
 			ctx := context.Background()
 			first := async(ctx, b, rows(100))
 			<-d.entered
@@ -151,7 +151,7 @@ func TestBatcherGroupsWhatQueuesWhileBusy(t *testing.T) {
 func TestBatcherMatchesUnbatched(t *testing.T) {
 	t.Parallel()
 	d := &doubling{}
-	b := newBatcher(16, time.Millisecond, 1, d.call)
+	b := newBatcher(16, time.Millisecond, 1, d.call, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for w := range 32 {
@@ -183,7 +183,7 @@ func TestBatcherMatchesUnbatched(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got := b.scored.Load(); got != int64(len(d.seen)) || got == 0 {
+	if got := b.stats.scored.Load(); got != int64(len(d.seen)) || got == 0 {
 		t.Errorf("batcher counted %d rows, the model saw %d", got, len(d.seen))
 	}
 	if !b.idle() {
@@ -197,7 +197,7 @@ func TestBatcherMatchesUnbatched(t *testing.T) {
 func TestBatcherCancelLeavesTheQueue(t *testing.T) {
 	t.Parallel()
 	d := &doubling{gate: make(chan struct{}), entered: make(chan struct{})}
-	b := newBatcher(64, 0, 1, d.call)
+	b := newBatcher(64, 0, 1, d.call, nil)
 	first := async(context.Background(), b, rows(1))
 	<-d.entered
 	ctx, cancel := context.WithCancel(context.Background())
@@ -225,7 +225,7 @@ func TestBatcherCancelLeavesTheQueue(t *testing.T) {
 func TestBatcherFailedCallFailsOnlyItsRequests(t *testing.T) {
 	t.Parallel()
 	d := &doubling{gate: make(chan struct{}), entered: make(chan struct{}), poison: 13}
-	b := newBatcher(64, 0, 1, d.call)
+	b := newBatcher(64, 0, 1, d.call, nil)
 	first := async(context.Background(), b, rows(1))
 	<-d.entered
 	bad := async(context.Background(), b, rows(13))
@@ -261,7 +261,7 @@ func TestBatcherBypass(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := &doubling{gate: make(chan struct{}), entered: make(chan struct{})}
-			b := newBatcher(tc.maxRows, 0, tc.slots, d.call)
+			b := newBatcher(tc.maxRows, 0, tc.slots, d.call, nil)
 			first := async(context.Background(), b, rows(1))
 			<-d.entered
 			out, err := b.do(context.Background(), tc.x)
@@ -278,7 +278,7 @@ func TestBatcherBypass(t *testing.T) {
 func TestBatcherLoneRequestDoesNotLinger(t *testing.T) {
 	t.Parallel()
 	d := &doubling{gate: make(chan struct{}), entered: make(chan struct{})}
-	b := newBatcher(64, time.Hour, 1, d.call)
+	b := newBatcher(64, time.Hour, 1, d.call, nil)
 	first := async(context.Background(), b, rows(1))
 	<-d.entered
 	lone := async(context.Background(), b, rows(2))
@@ -293,7 +293,7 @@ func TestBatcherLoneRequestDoesNotLinger(t *testing.T) {
 func TestBatcherLeavesNoGoroutine(t *testing.T) {
 	base := runtime.NumGoroutine()
 	d := &doubling{}
-	b := newBatcher(8, time.Millisecond, 1, d.call)
+	b := newBatcher(8, time.Millisecond, 1, d.call, nil)
 	var wg sync.WaitGroup
 	for w := range 16 {
 		wg.Add(1)

@@ -40,6 +40,10 @@ type Rollout struct {
 	// due is called once, when the candidate has served StepRequests.
 	due     func()
 	dueOnce sync.Once
+	// waitingSince is when the step, due, began to wait for labels
+	// (Policy.LabelTimeout); zero while it has not. Under the deployer's
+	// lock.
+	waitingSince time.Time
 }
 
 // side is what a rollout counts of one variant.
@@ -168,14 +172,18 @@ type Policy struct {
 	// MinLabels is how many labelled predictions a variant needs before
 	// its live accuracy is trusted.
 	MinLabels int
+	// LabelTimeout is how long a due step waits for MinLabels labelled
+	// candidate predictions; 0: it does not wait.
+	LabelTimeout time.Duration
 }
 
 // PolicyOf returns the policy of a pipeline's rollback limits.
 func PolicyOf(rb pipeline.Rollback) Policy {
 	return Policy{
-		MaxErrorRate: rb.MaxErrorRate, MaxAccuracyDrop: rb.MaxAccuracyDrop,
+		MaxErrorRate: rb.ErrorRateLimit(), MaxAccuracyDrop: rb.AccuracyDropLimit(),
 		MaxLatencyP99Ms: rb.MaxLatencyP99Ms, MaxPredictionDrift: rb.MaxPredictionDrift,
-		MinLabels: rb.MinLabels,
+		MinLabels:    rb.MinLabels,
+		LabelTimeout: time.Duration(rb.LabelTimeoutSeconds * float64(time.Second)),
 	}
 }
 

@@ -59,7 +59,7 @@ type Emitter interface {
 // PredictionSink takes sampled predictions off the request path; Offer
 // never blocks and reports whether the predictions were taken.
 type PredictionSink interface {
-	Offer(msg *gyrev1.PredictionLogged) bool
+	Offer(rec *PredictionRecord) bool
 }
 
 // Options tune the deployer.
@@ -298,7 +298,7 @@ type conf struct {
 
 func confOf(p *pipeline.Pipeline) conf {
 	d := p.Spec.Deployment
-	return conf{strategy: d.Strategy, sampleRate: d.SampleRate, routeHeader: d.RouteHeader}
+	return conf{strategy: d.Strategy, sampleRate: d.LogRate(), routeHeader: d.RouteHeader}
 }
 
 func (r *Routing) conf() conf {
@@ -775,13 +775,34 @@ func (d *Deployer) judge(ctx context.Context, rec *Record, r *Routing) error {
 	if err != nil {
 		return err
 	}
-	v := Judge(PolicyOf(spec.Spec.Deployment.Rollback), r.Rollout.Status(), r.Champion.Accuracy)
+	policy := PolicyOf(spec.Spec.Deployment.Rollback)
+	status := r.Rollout.Status()
+	v := Judge(policy, status, r.Champion.Accuracy)
+	back := keeps(rec.PreviousVersion)
+	if rec.Status == StatusBlueGreen {
+		back = fmt.Sprintf("all traffic switched back to version %d", rec.PreviousVersion)
+	}
 	if !v.Pass {
-		back := keeps(rec.PreviousVersion)
-		if rec.Status == StatusBlueGreen {
-			back = fmt.Sprintf("all traffic switched back to version %d", rec.PreviousVersion)
-		}
 		return d.rollBack(ctx, rec, r, rec.Step, rec.TrafficPercent, v.Reason+"; "+back, v.Figures)
+	}
+	if need := int64(max(policy.MinLabels, 1)); policy.LabelTimeout > 0 && status.Labelled < need {
+		// Accuracy must be judged, and too few labels have come: the step
+		// keeps its traffic and waits for them, judged again each second
+		// (errors, latency and drift still roll it back meanwhile).
+		now := d.now()
+		if r.Rollout.waitingSince.IsZero() {
+			r.Rollout.waitingSince = now
+			d.opts.Logger.Info("rollout step due; waiting for labels", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
+				"step", rec.Step, "labelled", status.Labelled, "min_labels", need, "label_timeout", policy.LabelTimeout)
+		}
+		waited := now.Sub(r.Rollout.waitingSince)
+		if waited < policy.LabelTimeout {
+			return nil
+		}
+		v.Figures["labelWaitSeconds"] = waited.Seconds()
+		reason := fmt.Sprintf("%d of the %d labelled candidate predictions needed (minLabels) arrived within labelTimeoutSeconds %g: its live accuracy could not be checked",
+			status.Labelled, need, policy.LabelTimeout.Seconds())
+		return d.rollBack(ctx, rec, r, rec.Step, rec.TrafficPercent, reason+"; "+back, v.Figures)
 	}
 	candidate := rolloutCandidate(r)
 	next := rec.Step + 1

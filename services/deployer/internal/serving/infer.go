@@ -10,9 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bundle"
-	"github.com/gyrehq/gyre/libs/ml"
 )
 
 // Errors of an inference request; the HTTP port maps each to a status.
@@ -211,53 +209,3 @@ func newPredictionID() string {
 // maxLoggedRows bounds the rows of one prediction.logged, so that a large
 // request stays under the server's message size.
 const maxLoggedRows = 500
-
-// logPredictions hands the request's predictions to the sink, which
-// publishes them off the request path.
-func (d *Deployer) logPredictions(req Request, res *Result, rate float64) {
-	m := res.Model
-	var numeric []string
-	for _, in := range m.inputs {
-		if in.Numeric {
-			numeric = append(numeric, in.Name)
-		}
-	}
-	classes := m.Classes()
-	p := res.Predictions
-	f := req.frame()
-	cols := make([]*Column, len(m.inputs))
-	for k, in := range m.inputs {
-		cols[k] = f.Column(in.Name)
-	}
-	for lo := 0; lo < f.Rows; lo += maxLoggedRows {
-		hi := min(lo+maxLoggedRows, f.Rows)
-		msg := &gyrev1.PredictionLogged{
-			Pipeline: res.Pipeline, ModelVersion: m.Version, DeploymentId: res.DeploymentID,
-			Variant: string(res.Variant), Features: numeric, SampleRate: rate,
-			LatencyMs: float64(res.Latency) / 1e6,
-		}
-		for i := lo; i < hi; i++ {
-			row := &gyrev1.Prediction{PredictionId: res.PredictionIDs[i], Output: p.Labels[i]}
-			for k, in := range m.inputs {
-				if in.Numeric {
-					row.Values = append(row.Values, cols[k].Number(i))
-					continue
-				}
-				if v, ok := cols[k].Value(i); ok {
-					if row.TextInputs == nil {
-						row.TextInputs = map[string]string{}
-					}
-					row.TextInputs[in.Name] = v
-				}
-			}
-			if p.Task == ml.Classification && p.Proba != nil {
-				row.Probabilities = make(map[string]float64, len(classes))
-				for k, c := range classes {
-					row.Probabilities[c] = p.Proba[i][k]
-				}
-			}
-			msg.Rows = append(msg.Rows, row)
-		}
-		d.sink.Offer(msg)
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gyrehq/gyre/libs/bundle"
@@ -49,13 +50,19 @@ type Model struct {
 	bundle   *bundle.Bundle
 	inputs   []Input
 	names    []string
+	// numeric names the numeric inputs, in order: the features of the
+	// prediction log's values.
+	numeric []string
 	// What the request path needs of the bundle, read once (the model's
 	// Signature clones on every call).
 	task    ml.Task
 	classes []string
 	columns []features.Column
 	width   int
-	batch   *batcher
+	// batch groups concurrent requests; ApplyBatching replaces it when the
+	// pipeline's spec changes, and the one replaced finishes what it holds.
+	batch atomic.Pointer[batcher]
+	stats batchStats
 }
 
 // ModelOption adjusts a model as it is loaded.
@@ -74,9 +81,7 @@ func WithBatching(b pipeline.Batching) ModelOption {
 
 // NewModel wraps a loaded bundle.
 func NewModel(version int64, art Artifact, b *bundle.Bundle, accuracy *float64, opts ...ModelOption) *Model {
-	o := modelOptions{batching: pipeline.Batching{
-		MaxBatchSize: pipeline.DefaultMaxBatchSize, MaxQueueDelayMs: pipeline.DefaultMaxQueueDelayMs,
-	}}
+	o := modelOptions{batching: pipeline.Batching{MaxBatchSize: pipeline.DefaultMaxBatchSize}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -88,10 +93,26 @@ func NewModel(version int64, art Artifact, b *bundle.Bundle, accuracy *float64, 
 	for _, c := range b.Features.Columns {
 		m.inputs = append(m.inputs, Input{Name: c.Name, Numeric: c.Numeric})
 		m.names = append(m.names, c.Name)
+		if c.Numeric {
+			m.numeric = append(m.numeric, c.Name)
+		}
 	}
-	delay := time.Duration(o.batching.MaxQueueDelayMs * float64(time.Millisecond))
-	m.batch = newBatcher(o.batching.MaxBatchSize, delay, defaultSlots(), m.score)
+	m.ApplyBatching(o.batching)
 	return m
+}
+
+// ApplyBatching sets how the model groups concurrent requests from now
+// on, and reports whether that changed anything. Requests in the batcher
+// it replaces are scored there as before: it holds no goroutine, and goes
+// when they are done.
+func (m *Model) ApplyBatching(b pipeline.Batching) bool {
+	delay := b.QueueDelay()
+	maxRows := max(b.MaxBatchSize, 1)
+	if cur := m.batch.Load(); cur != nil && cur.maxRows == maxRows && cur.delay == max(delay, 0) {
+		return false
+	}
+	m.batch.Store(newBatcher(maxRows, delay, defaultSlots(), m.score, &m.stats))
+	return true
 }
 
 // Inputs returns the raw feature columns the model takes, in order.
@@ -114,13 +135,14 @@ func (m *Model) Classes() []string { return slices.Clone(m.classes) }
 // of one model call (1: no grouping) and the longest a queued request
 // waits for others to join its call.
 func (m *Model) Batching() (maxRows int, maxQueueDelay time.Duration) {
-	return m.batch.maxRows, m.batch.delay
+	b := m.batch.Load()
+	return b.maxRows, b.delay
 }
 
 // BatchStats returns the model calls made and the rows they scored: rows
 // per call is the mean batch size.
 func (m *Model) BatchStats() (calls, rows int64) {
-	return m.batch.calls.Load(), m.batch.scored.Load()
+	return m.stats.calls.Load(), m.stats.scored.Load()
 }
 
 // predict scores a frame. Its columns are encoded into model inputs here,
@@ -131,7 +153,7 @@ func (m *Model) predict(ctx context.Context, f *Frame) (*bundle.Predictions, err
 	if err != nil {
 		return nil, err
 	}
-	s, err := m.batch.do(ctx, x)
+	s, err := m.batch.Load().do(ctx, x)
 	if err != nil {
 		return nil, err
 	}

@@ -405,6 +405,20 @@ type Labels struct {
 	Labels   []Label
 }
 
+// RestorePredictions adds predictions to the join without counting
+// anything: with RestoreLabels, it rebuilds after a restart the join the
+// monitor keeps in memory, from events it had handled already (their
+// pairs were counted then).
+func (m *Monitor) RestorePredictions(p PredictionLog) {
+	m.join.addPredictions(p.Pipeline, p.ModelVersion, p.Rows)
+}
+
+// RestoreLabels adds labels to the join without counting anything; see
+// RestorePredictions.
+func (m *Monitor) RestoreLabels(l Labels) {
+	m.join.addLabels(l.Pipeline, l.Labels)
+}
+
 // LogPredictions remembers predictions until their labels come, and counts
 // those whose labels came first. It returns the performance.degraded to
 // emit, if any.
