@@ -45,6 +45,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,9 @@ type config struct {
 	sampleRate  float64
 	wrk         string
 	cpuProfile  string
+	halfProfile string
+	halfTrace   string
+	profiled    string
 	trainRows   int
 	repeat      int
 	threads     int
@@ -110,6 +114,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.Float64Var(&cfg.sampleRate, "sample-rate", 1, "spec.deployment.sampleRate of the bench pipelines: the share of requests logged as prediction.logged")
 	fs.StringVar(&cfg.wrk, "wrk", "wrk", "the wrk binary")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the Gyre single-row runs to this file")
+	fs.StringVar(&cfg.halfProfile, "half-cpuprofile", "", "write a CPU profile of the first run at half of the peak rate of --profile-target to this file")
+	fs.StringVar(&cfg.halfTrace, "half-trace", "", "write a 1 s execution trace from the middle of the first run at half of the peak rate of --profile-target to this file (go tool trace -pprof=sched FILE: where goroutines waited for a processor)")
+	fs.StringVar(&cfg.profiled, "profile-target", "gyre", "the target the CPU profiles are of: bare, gyre or gyre-nobatch")
 	fs.IntVar(&cfg.trainRows, "train-rows", 20000, "rows the GBDT is trained on")
 	fs.IntVar(&cfg.repeat, "repeat", 3, "runs of every measurement, the targets taking turns; the table gives their medians")
 	fs.IntVar(&cfg.threads, "threads", 2, "wrk threads (at most the connections)")
@@ -126,6 +133,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if cfg.halfRepeat < 1 {
 		return fmt.Errorf("--half-repeat %d: want at least 1", cfg.halfRepeat)
+	}
+	if !slices.Contains([]string{"bare", "gyre", "gyre-nobatch"}, cfg.profiled) {
+		return fmt.Errorf("--profile-target %q: want bare, gyre or gyre-nobatch", cfg.profiled)
 	}
 	if cfg.conns, err = ints(*conns); err != nil {
 		return fmt.Errorf("--connections: %w", err)
@@ -184,7 +194,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
-					profiled := cfg.cpuProfile != "" && t.name == "gyre" && rows == 1
+					profiled := cfg.cpuProfile != "" && t.name == cfg.profiled && rows == 1
 					if profiled && prof == nil {
 						if prof, err = os.Create(cfg.cpuProfile); err != nil {
 							return err
@@ -235,13 +245,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			if peaks[t.name] == 0 {
 				continue
 			}
+			var stop func()
+			if t.name == cfg.profiled {
+				if stop, err = profileHalf(cfg.halfProfile, cfg.halfTrace, cfg.halfFor); err != nil {
+					return err
+				}
+				// One profile and trace: the first run's.
+				cfg.halfProfile, cfg.halfTrace = "", ""
+			}
 			r, err := measure(ctx, env, func() (result, error) { return halfPeak(ctx, cfg, dir, t, peaks[t.name]/2) })
+			if stop != nil {
+				stop()
+			}
 			if err != nil {
 				return fmt.Errorf("%s at half of the peak: %w", t.name, err)
 			}
 			halfRuns[t.name] = append(halfRuns[t.name], r)
-			fmt.Fprintf(out, "  %-13s rows 1    run %d  rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d%s\n",
-				t.name, rep+1, r.rps, peaks[t.name], r.conns, r.p50, r.p99, r.errors, r.dropNote())
+			fmt.Fprintf(out, "  %-13s rows 1    run %d  rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s\n",
+				t.name, rep+1, r.rps, peaks[t.name], r.conns, r.p50, r.p99, r.cpuUs, r.errors, r.dropNote())
 		}
 	}
 	half := map[string]result{}
@@ -793,6 +814,57 @@ done = function(summary, latency, requests)
   io.write(string.format("SERVEBENCH %%d %%d %%d %%d %%d\n", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), errs))
 end
 `
+
+// profileHalf starts what is asked for a run at half of the peak rate of
+// length d: a CPU profile of the whole run into profile, and an execution
+// trace of one second from its middle into tracePath. stop ends both.
+func profileHalf(profile, tracePath string, d time.Duration) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if tracePath != "" {
+		f, err := os.Create(tracePath)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		done := make(chan struct{})
+		cancel := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer f.Close()
+			select {
+			case <-time.After(max(d/2-500*time.Millisecond, 0)):
+			case <-cancel:
+				return
+			}
+			if trace.Start(f) != nil {
+				return
+			}
+			select {
+			case <-time.After(time.Second):
+			case <-cancel:
+			}
+			trace.Stop()
+		}()
+		stops = append(stops, func() { close(cancel); <-done })
+	}
+	return stop, nil
+}
 
 // thinkTime makes each connection wait 5 to 15 ms (10 on average) before
 // its next request: with C connections the rate is about C / (10 ms + the

@@ -41,8 +41,10 @@ func (s scores) slice(lo, hi int) scores {
 //     low load nobody waits (unless the last call was shared: then it
 //     lingers as a leader does, below);
 //   - requests that arrive while every slot is busy queue; when a call ends,
-//     the oldest of them takes its slot and gathers the queue into the next
-//     call, up to maxRows rows. Before it does, it yields its processor for
+//     the request that ran it scores what queued meanwhile at once, up to
+//     maxRows rows a call and maxDrainRounds calls (see handOff); then the
+//     oldest request still queued takes the slot and gathers the queue into
+//     the next call. Before it does, it yields its processor for
 //     as long as requests keep arriving (other requests being decoded reach
 //     the queue meanwhile) and no longer than delay (the latency budget, as
 //     Triton's max_queue_delay): the batch grows with the load, and a lone
@@ -59,9 +61,9 @@ func (s scores) slice(lo, hi int) scores {
 // fails only its requests; a request whose context ends while it is queued
 // leaves the queue and is not scored.
 //
-// The batcher owns no goroutine: the request that ends a call hands its
-// slot to the oldest request queued, which runs the next call on its own
-// goroutine. So a model swapped out finishes what it was given with the
+// The batcher owns no goroutine: the request that ends a call runs the
+// next ones or hands its slot to the oldest request queued, which runs
+// them on its own goroutine. So a model swapped out finishes what it was given with the
 // goroutines of those requests and leaves nothing behind.
 type batcher struct {
 	maxRows int
@@ -178,7 +180,7 @@ func (b *batcher) lead(j *job, linger bool) {
 		b.last += len(o.x)
 	}
 	b.mu.Unlock()
-	b.run(batch)
+	b.run(batch, j)
 	b.handOff()
 }
 
@@ -210,9 +212,30 @@ func (b *batcher) linger(j *job) {
 	}
 }
 
-// handOff ends a call: its slot goes to the oldest request queued, which
-// leads the next call, or is free.
+// handOff ends a call. What queued meanwhile is scored at once by the
+// goroutine that ran the call, up to maxDrainRounds calls, rather than by
+// the oldest request queued: that request would first have to be woken
+// and wait for a processor, holding the slot while every request behind it
+// waits too, and under load a woken goroutine waits behind the run queue.
+// After maxDrainRounds the slot goes to the oldest request queued, which
+// leads the next call, so that no request answers for others
+// indefinitely; with nothing queued the slot is free.
 func (b *batcher) handOff() {
+	for range maxDrainRounds {
+		b.mu.Lock()
+		batch := b.take(b.maxRows, true)
+		if len(batch) == 0 {
+			b.inflight--
+			b.mu.Unlock()
+			return
+		}
+		b.last = 0
+		for _, o := range batch {
+			b.last += len(o.x)
+		}
+		b.mu.Unlock()
+		b.run(batch, nil)
+	}
 	b.mu.Lock()
 	next := b.take(0, true)
 	if len(next) == 0 {
@@ -224,6 +247,10 @@ func (b *batcher) handOff() {
 	next[0].lead = true
 	next[0].wake <- struct{}{}
 }
+
+// maxDrainRounds bounds the calls a request makes for others after its
+// own (each of at most maxRows rows) before it hands the slot on.
+const maxDrainRounds = 2
 
 // take removes queued jobs, oldest first, up to rows rows; with one, at
 // least one job when any is queued. b.mu is held.
@@ -259,9 +286,9 @@ func (b *batcher) take(rows int, one bool) []*job {
 	return batch
 }
 
-// run scores a batch in one call and hands each job its rows; the first
-// job is the caller's own, the others are woken.
-func (b *batcher) run(batch []*job) {
+// run scores a batch in one call and hands each job its rows, waking all
+// but own, the caller's (nil when it has none in the batch).
+func (b *batcher) run(batch []*job, own *job) {
 	x := batch[0].x
 	if len(batch) > 1 {
 		n := 0
@@ -275,7 +302,7 @@ func (b *batcher) run(batch []*job) {
 	}
 	out, err := b.exec(x)
 	lo := 0
-	for i, j := range batch {
+	for _, j := range batch {
 		hi := lo + len(j.x)
 		if err != nil {
 			j.err = err
@@ -283,7 +310,7 @@ func (b *batcher) run(batch []*job) {
 			j.out = out.slice(lo, hi)
 		}
 		lo = hi
-		if i > 0 {
+		if j != own {
 			j.wake <- struct{}{}
 		}
 	}

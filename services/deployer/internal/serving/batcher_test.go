@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -143,6 +144,78 @@ func TestBatcherGroupsWhatQueuesWhileBusy(t *testing.T) {
 				t.Error("batcher not idle after every request was answered")
 			}
 		})
+	}
+}
+
+// TestBatcherCallerScoresWhatQueued: the request whose call ends scores
+// what queued meanwhile itself, before it returns, instead of waking a
+// queued request to do it (which would hold the slot while that request
+// waits for a processor); after maxDrainRounds calls it hands the slot on.
+func TestBatcherCallerScoresWhatQueued(t *testing.T) {
+	t.Parallel()
+	var firstReturned atomic.Bool
+	var mu sync.Mutex
+	var calls [][]float64
+	var returnedAt []bool // whether the first request had returned, per call
+	gate, entered := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	call := func(x [][]float64) scores {
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(entered)
+			<-gate
+		} else {
+			// Long enough for the first request to return, had it woken
+			// another to make this call.
+			time.Sleep(20 * time.Millisecond)
+		}
+		var batch []float64
+		out := make([]float64, len(x))
+		for i, r := range x {
+			batch = append(batch, r[0])
+			out[i] = 2 * r[0]
+		}
+		mu.Lock()
+		calls = append(calls, batch)
+		returnedAt = append(returnedAt, firstReturned.Load())
+		mu.Unlock()
+		return scores{values: out}
+	}
+	// maxRows 2: the four queued requests take two calls, maxDrainRounds.
+	b := newBatcher(2, 0, 1, call, nil)
+	ctx := context.Background()
+	first := make(chan answer, 1)
+	go func() {
+		out, err := b.do(ctx, rows(100))
+		firstReturned.Store(true)
+		first <- answer{out, err}
+	}()
+	<-entered
+	var waits []<-chan answer
+	for i := range 4 {
+		waits = append(waits, async(ctx, b, rows(float64(i+1))))
+		waitQueued(t, b, i+1)
+	}
+	close(gate)
+	checkDoubled(t, <-first, rows(100))
+	for i, w := range waits {
+		checkDoubled(t, <-w, rows(float64(i+1)))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if maxDrainRounds != 2 {
+		t.Fatalf("maxDrainRounds %d: this test queues for 2", maxDrainRounds)
+	}
+	want := [][]float64{{100}, {1, 2}, {3, 4}}
+	if !slices.EqualFunc(calls, want, slices.Equal) {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	if !slices.Equal(returnedAt, []bool{false, false, false}) {
+		t.Errorf("the first request had returned before calls %v: another goroutine made them", returnedAt)
+	}
+	if !b.idle() {
+		t.Error("batcher not idle after every request was answered")
 	}
 }
 
