@@ -3,6 +3,7 @@ package ml
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -440,6 +441,26 @@ func BenchmarkLogRegTrain5k(b *testing.B) {
 		if _, err := Train(context.Background(), "logreg", nil, d, TrainOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkGBDTPredictBatch scores blocks of 1 to 64 rows, as serving's
+// batcher hands them over: ns/row says what batching single-row requests
+// can save on the model call (docs/serving.md).
+func BenchmarkGBDTPredictBatch(b *testing.B) {
+	m, x := predictBenchData(b)
+	for _, n := range []int{1, 2, 4, 8, 16, 64} {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			lo := 0
+			for b.Loop() {
+				m.PredictProba(x[lo : lo+n])
+				if lo += n; lo+n > len(x) {
+					lo = 0
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/row")
+		})
 	}
 }
 
