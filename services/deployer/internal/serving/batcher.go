@@ -63,8 +63,8 @@ func (s scores) slice(lo, hi int) scores {
 //
 // The batcher owns no goroutine: the request that ends a call runs the
 // next ones or hands its slot to the oldest request queued, which runs
-// them on its own goroutine. So a model swapped out finishes what it was given with the
-// goroutines of those requests and leaves nothing behind.
+// them on its own goroutine. So a model swapped out finishes what it was
+// given with the goroutines of those requests and leaves nothing behind.
 type batcher struct {
 	maxRows int
 	delay   time.Duration
