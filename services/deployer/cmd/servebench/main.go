@@ -113,7 +113,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	rows := fs.String("rows", "1,100", "rows per request, comma-separated")
 	fs.Float64Var(&cfg.sampleRate, "sample-rate", 1, "spec.deployment.sampleRate of the bench pipelines: the share of requests logged as prediction.logged")
 	fs.StringVar(&cfg.wrk, "wrk", "wrk", "the wrk binary")
-	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the Gyre single-row runs to this file")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the first single-row run of --profile-target to this file")
 	fs.StringVar(&cfg.halfProfile, "half-cpuprofile", "", "write a CPU profile of the first run at half of the peak rate of --profile-target to this file")
 	fs.StringVar(&cfg.halfTrace, "half-trace", "", "write a 1 s execution trace from the middle of the first run at half of the peak rate of --profile-target to this file (go tool trace -pprof=sched FILE: where goroutines waited for a processor)")
 	fs.StringVar(&cfg.profiled, "profile-target", "gyre", "the target the CPU profiles are of: bare, gyre or gyre-nobatch")
@@ -209,7 +209,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					r, err := measure(ctx, env, func() (result, error) { return runWrk(ctx, cfg, dir, t, rows, c) })
 					if profiled {
 						pprof.StopCPUProfile()
-						// One profile: the first Gyre single-row run only.
+						// One profile: the first single-row run only.
 						cfg.cpuProfile = ""
 					}
 					if err != nil {
