@@ -175,10 +175,7 @@ func (b *batcher) lead(j *job, linger bool) {
 	}
 	b.mu.Lock()
 	batch := append([]*job{j}, b.take(b.maxRows-len(j.x), false)...)
-	b.last = 0
-	for _, o := range batch {
-		b.last += len(o.x)
-	}
+	b.last = batchRows(batch)
 	b.mu.Unlock()
 	b.run(batch, j)
 	b.handOff()
@@ -229,10 +226,7 @@ func (b *batcher) handOff() {
 			b.mu.Unlock()
 			return
 		}
-		b.last = 0
-		for _, o := range batch {
-			b.last += len(o.x)
-		}
+		b.last = batchRows(batch)
 		b.mu.Unlock()
 		b.run(batch, nil)
 	}
@@ -286,16 +280,21 @@ func (b *batcher) take(rows int, one bool) []*job {
 	return batch
 }
 
+// batchRows returns the rows of a batch's jobs.
+func batchRows(batch []*job) int {
+	n := 0
+	for _, j := range batch {
+		n += len(j.x)
+	}
+	return n
+}
+
 // run scores a batch in one call and hands each job its rows, waking all
 // but own, the caller's (nil when it has none in the batch).
 func (b *batcher) run(batch []*job, own *job) {
 	x := batch[0].x
 	if len(batch) > 1 {
-		n := 0
-		for _, j := range batch {
-			n += len(j.x)
-		}
-		x = make([][]float64, 0, n)
+		x = make([][]float64, 0, batchRows(batch))
 		for _, j := range batch {
 			x = append(x, j.x...)
 		}
