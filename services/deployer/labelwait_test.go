@@ -41,10 +41,7 @@ func TestRolloutWaitsForLabels(t *testing.T) {
 			name := strings.ReplaceAll(tc.name, " ", "-")
 			h.env.ApplyPipeline(spec(name, fmt.Sprintf("{strategy: canary, steps: [50, 100], stepRequests: 10, rollback: {minLabels: 10, labelTimeoutSeconds: %g}}", tc.timeout), false))
 			h.run(nil)
-			h.promote(name, 1, h.storeBundleOf(name, "champion", truth, false), 0.9)
-			h.waitServing(name, "1")
-			h.promote(name, 2, h.storeBundleOf(name, "candidate", flippedTruth, false), 0.9)
-			h.waitDecided(name, 2)
+			h.startRollout(name, h.storeBundleOf(name, "champion", truth, false), h.storeBundleOf(name, "candidate", flippedTruth, false))
 
 			// Traffic without labels until the step is due: the candidate
 			// has served stepRequests.

@@ -346,10 +346,7 @@ func TestOIPVersionDuringCanary(t *testing.T) {
 	const name = "pinned"
 	h.env.ApplyPipeline(spec(name, "{strategy: canary, steps: [50, 100], stepRequests: 100000}", false))
 	h.run(nil)
-	h.promote(name, 1, h.storeBundle(name, "r1", false, false), 0.9)
-	h.waitServing(name, "1")
-	h.promote(name, 2, h.storeBundle(name, "r2", true, false), 0.9)
-	if s := h.waitDecided(name, 2); s != "canary" {
+	if s := h.startRollout(name, h.storeBundle(name, "r1", false, false), h.storeBundle(name, "r2", true, false)); s != "canary" {
 		t.Fatalf("status %s, want canary", s)
 	}
 	code, meta := h.do(http.MethodGet, "/v2/models/"+name, nil)

@@ -184,6 +184,17 @@ func (h *harness) waitDecided(name string, version int64) string {
 	return status
 }
 
+// startRollout serves champion as version 1, promotes candidate as
+// version 2 and waits until the deployer has decided how to roll it out;
+// it returns the deployment's status.
+func (h *harness) startRollout(name string, champion, candidate *gyrev1.ObjectRef) string {
+	h.t.Helper()
+	h.promote(name, 1, champion, 0.9)
+	h.waitServing(name, "1")
+	h.promote(name, 2, candidate, 0.9)
+	return h.waitDecided(name, 2)
+}
+
 // driven is what drive saw.
 type driven struct {
 	status string
@@ -486,10 +497,7 @@ func TestShadowNeverDelaysAnswers(t *testing.T) {
 			<-release
 		}
 	})
-	h.promote(name, 1, h.storeBundle(name, "champion", false, false), 0.9)
-	h.waitServing(name, "1")
-	h.promote(name, 2, h.storeBundle(name, "candidate", false, false), 0.9)
-	h.waitDecided(name, 2)
+	h.startRollout(name, h.storeBundle(name, "champion", false, false), h.storeBundle(name, "candidate", false, false))
 	r := rand.New(rand.NewPCG(1, 1))
 	for i := range 200 {
 		code, body := h.do(http.MethodPost, "/v2/models/"+name+"/infer", inferBody(randomRows(r, 4)))
@@ -526,10 +534,7 @@ func TestStickyRouting(t *testing.T) {
 	const name = "sticky"
 	h.env.ApplyPipeline(spec(name, "{strategy: canary, steps: [50, 100], stepRequests: 100000, routeHeader: X-Tenant}", false))
 	h.run(nil)
-	h.promote(name, 1, h.storeBundle(name, "champion", false, false), 0.9)
-	h.waitServing(name, "1")
-	h.promote(name, 2, h.storeBundle(name, "candidate", false, false), 0.9)
-	h.waitDecided(name, 2)
+	h.startRollout(name, h.storeBundle(name, "champion", false, false), h.storeBundle(name, "candidate", false, false))
 	r := rand.New(rand.NewPCG(2, 2))
 	variants := map[string]string{}
 	perVariant := map[string]int{}
@@ -620,10 +625,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 			name := "restore-" + tc.strategy
 			h.env.ApplyPipeline(spec(name, tc.deployment, false))
 			stop := h.run(nil)
-			h.promote(name, 1, h.storeBundle(name, "r1", false, false), 0.9)
-			h.waitServing(name, "1")
-			h.promote(name, 2, h.storeBundle(name, "r2", false, false), 0.9)
-			if s := h.waitDecided(name, 2); s != tc.strategy {
+			if s := h.startRollout(name, h.storeBundle(name, "r1", false, false), h.storeBundle(name, "r2", false, false)); s != tc.strategy {
 				t.Fatalf("status %s, want the rollout in progress", s)
 			}
 			stop()
