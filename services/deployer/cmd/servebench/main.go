@@ -16,10 +16,17 @@
 // requests, as many as the rate needs — and reports p50 and p99 there.
 // Every measurement runs --repeat times (3), the latency runs at half of
 // the peak --half-repeat times (5), the targets taking turns, and the
-// table gives the medians with their spread: wrk and the servers share
-// this machine's cores, and one run can be off by a fifth. --half-rate
-// sends the latency runs of every target at one rate instead, to compare
-// them like for like.
+// table gives the medians with their spread: a virtual machine's speed
+// wanders, and one run can be off by a fifth. --half-rate sends the
+// latency runs of every target at one rate instead, to compare them like
+// for like.
+//
+// The servers run on CPUs of their own (--server-cpus, by default the
+// upper half of the machine's), wrk and the JetStream process on the
+// others (--load-cpus), as a load generator on another machine would:
+// sharing cores with wrk, the servers would spend half as much CPU again
+// per request and be measured with the kernel's sharing of the cores.
+// --server-cpus none shares them.
 //
 //	go run ./services/deployer/cmd/servebench                 # the table
 //	go run ./services/deployer/cmd/servebench --cpuprofile cpu.out   # profile the Gyre single-row runs
@@ -86,6 +93,8 @@ type config struct {
 	queueDelay  float64
 	halfRate    float64
 	halfRepeat  int
+	// cpus keeps the servers apart from wrk and the JetStream process.
+	cpus placement
 }
 
 func main() {
@@ -119,7 +128,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&cfg.profiled, "profile-target", "gyre", "the target the CPU profiles are of: bare, gyre or gyre-nobatch")
 	fs.IntVar(&cfg.trainRows, "train-rows", 20000, "rows the GBDT is trained on")
 	fs.IntVar(&cfg.repeat, "repeat", 3, "runs of every measurement, the targets taking turns; the table gives their medians")
-	fs.IntVar(&cfg.threads, "threads", 2, "wrk threads (at most the connections)")
+	fs.IntVar(&cfg.threads, "threads", 0, "wrk threads (at most the connections); 0: one per --load-cpus CPU, or 2 when nothing is pinned")
+	serverCPUs := fs.String("server-cpus", "auto", "CPUs the servers (the deployer and the bare handler) run on, as taskset -c takes them (0-3,6); auto: the upper half of this process's CPUs; none: no pinning, wrk and the JetStream process share the servers' CPUs")
+	loadCPUs := fs.String("load-cpus", "auto", "CPUs wrk and the JetStream process run on; auto: those --server-cpus leaves")
 	fs.BoolVar(&cfg.keepScripts, "keep-scripts", false, "keep the generated wrk Lua scripts")
 	fs.IntVar(&cfg.halfRepeat, "half-repeat", 5, "runs of each latency measurement at half of the peak rate (the noisiest figure); the table gives their median")
 	fs.Float64Var(&cfg.halfRate, "half-rate", 0, "send the latency runs at this rate (requests/s) for every target, instead of half of each one's peak")
@@ -136,6 +147,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if !slices.Contains([]string{"bare", "gyre", "gyre-nobatch"}, cfg.profiled) {
 		return fmt.Errorf("--profile-target %q: want bare, gyre or gyre-nobatch", cfg.profiled)
+	}
+	if cfg.cpus, err = resolvePlacement(*serverCPUs, *loadCPUs); err != nil {
+		return err
+	}
+	if cfg.cpus.pinned() {
+		// Returns only when this process runs on the servers' CPUs already.
+		if err := pinSelf(cfg.cpus, args); err != nil {
+			return err
+		}
+	}
+	if cfg.threads == 0 {
+		cfg.threads = 2
+		if cfg.cpus.pinned() {
+			cfg.threads = len(cfg.cpus.load)
+		}
 	}
 	if cfg.conns, err = ints(*conns); err != nil {
 		return fmt.Errorf("--connections: %w", err)
@@ -157,7 +183,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env, err := startDeployer(ctx, dir, b, cfg.sampleRate, cfg.queueDelay)
+	env, err := startDeployer(ctx, dir, b, cfg)
 	if err != nil {
 		return err
 	}
@@ -170,8 +196,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	targets := []target{
 		{name: "bare", url: bare.url + "/predict", body: bareBody},
-		{name: "gyre", url: env.url + "/v2/models/bench/infer", body: oipBody},
-		{name: "gyre-nobatch", url: env.url + "/v2/models/bench-nobatch/infer", body: oipBody},
+		{name: "gyre", url: env.url + "/v2/models/bench/infer", body: oipBody, model: "bench"},
+		{name: "gyre-nobatch", url: env.url + "/v2/models/bench-nobatch/infer", body: oipBody, model: "bench-nobatch"},
 	}
 	// Every target answers before the clock starts.
 	for _, t := range targets {
@@ -179,8 +205,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "wrk: %s per run, %d threads; %d CPUs (GOMAXPROCS %d); prediction.logged sample rate %g\n\n",
-		cfg.duration, cfg.threads, runtime.NumCPU(), runtime.GOMAXPROCS(0), cfg.sampleRate)
+	fmt.Fprintf(out, "wrk: %s per run, %d threads; prediction.logged sample rate %g\n", cfg.duration, cfg.threads, cfg.sampleRate)
+	if cfg.cpus.pinned() {
+		fmt.Fprintf(out, "servers on CPUs %s (GOMAXPROCS %d); wrk and the JetStream process on CPUs %s\n\n", cfg.cpus.server, runtime.GOMAXPROCS(0), cfg.cpus.load)
+	} else {
+		fmt.Fprintf(out, "servers, wrk and the JetStream process share %d CPUs (GOMAXPROCS %d)\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	}
 
 	var prof *os.File
 	// Every cell is measured cfg.repeat times, the targets taking turns, and
@@ -206,7 +236,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 							return err
 						}
 					}
-					r, err := measure(ctx, env, func() (result, error) { return runWrk(ctx, cfg, dir, t, rows, c) })
+					r, err := measure(ctx, env, t, func() (result, error) { return runWrk(ctx, cfg, dir, t, rows, c) })
 					if profiled {
 						pprof.StopCPUProfile()
 						// One profile: the first single-row run only.
@@ -217,8 +247,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					}
 					k := key(t.name, rows, c)
 					runs[k] = append(runs[k], r)
-					fmt.Fprintf(out, "  %-13s rows %-4d conns %-3d run %d  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s\n",
-						t.name, rows, c, rep+1, r.rps, r.p50, r.p99, r.cpuUs, r.errors, r.dropNote())
+					fmt.Fprintf(out, "  %-13s rows %-4d conns %-3d run %d  %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s%s\n",
+						t.name, rows, c, rep+1, r.rps, r.p50, r.p99, r.cpuUs, r.errors, r.batchNote(), r.dropNote())
 				}
 			}
 		}
@@ -253,7 +283,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				// One profile and trace: the first run's.
 				cfg.halfProfile, cfg.halfTrace = "", ""
 			}
-			r, err := measure(ctx, env, func() (result, error) { return halfPeak(ctx, cfg, dir, t, peaks[t.name]/2) })
+			r, err := measure(ctx, env, t, func() (result, error) { return halfPeak(ctx, cfg, dir, t, peaks[t.name]/2) })
 			if stop != nil {
 				stop()
 			}
@@ -261,8 +291,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				return fmt.Errorf("%s at half of the peak: %w", t.name, err)
 			}
 			halfRuns[t.name] = append(halfRuns[t.name], r)
-			fmt.Fprintf(out, "  %-13s rows 1    run %d  rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s\n",
-				t.name, rep+1, r.rps, peaks[t.name], r.conns, r.p50, r.p99, r.cpuUs, r.errors, r.dropNote())
+			fmt.Fprintf(out, "  %-13s rows 1    run %d  rate %7.0f/s (half of peak %.0f, %d connections)  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f µs/req  non-2xx %d%s%s\n",
+				t.name, rep+1, r.rps, peaks[t.name], r.conns, r.p50, r.p99, r.cpuUs, r.errors, r.batchNote(), r.dropNote())
 		}
 	}
 	half := map[string]result{}
@@ -311,8 +341,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if rows >= pipeline.DefaultMaxBatchSize {
 			note = fmt.Sprintf(" (requests of %d rows or more are a batch already and skip the queue: this difference is run-to-run noise)", pipeline.DefaultMaxBatchSize)
 		}
-		fmt.Fprintf(out, "adaptive batching at %d connections, %d-row requests: %.0f vs %.0f req/s unbatched: %+.1f%% throughput, p99 %.2f vs %.2f ms%s\n",
-			bestC, rows, g.rps, n.rps, pct(g.rps, n.rps)-100, g.p99, n.p99, note)
+		fmt.Fprintf(out, "adaptive batching at %d connections, %d-row requests: %.0f vs %.0f req/s unbatched: %+.1f%% throughput, p99 %.2f vs %.2f ms, server CPU %.1f vs %.1f µs/req, %.1f rows per model call%s\n",
+			bestC, rows, g.rps, n.rps, pct(g.rps, n.rps)-100, g.p99, n.p99, g.cpuUs, n.cpuUs, g.rowsPerCall, note)
 	}
 	if m, err := env.metrics(); err == nil {
 		fmt.Fprintf(out, "prediction.logged, requests: %.0f published, %.0f dropped (queue full), %.0f failed\n",
@@ -321,16 +351,32 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// measure runs one measurement and waits for the prediction log to settle
-// after it, counting the predictions it dropped.
-func measure(ctx context.Context, env *deployerEnv, run func() (result, error)) (result, error) {
+// measure runs one measurement of t and waits for the prediction log to
+// settle after it, counting the predictions it dropped and, for a Gyre
+// target, the rows its model calls scored on average.
+func measure(ctx context.Context, env *deployerEnv, t target, run func() (result, error)) (result, error) {
 	before, err := env.metrics()
 	if err != nil {
 		return result{}, err
 	}
+	var calls0, rows0 float64
+	if t.model != "" {
+		if calls0, rows0, err = env.batchStats(t.model); err != nil {
+			return result{}, err
+		}
+	}
 	r, err := run()
 	if err != nil {
 		return r, err
+	}
+	if t.model != "" {
+		calls, rows, err := env.batchStats(t.model)
+		if err != nil {
+			return r, err
+		}
+		if calls > calls0 {
+			r.rowsPerCall = (rows - rows0) / (calls - calls0)
+		}
 	}
 	if err := env.settle(ctx); err != nil {
 		return r, err
@@ -362,6 +408,7 @@ func median(rs []result) result {
 	out.p50 = mid(func(r result) float64 { return r.p50 })
 	out.p99 = mid(func(r result) float64 { return r.p99 })
 	out.cpuUs = mid(func(r result) float64 { return r.cpuUs })
+	out.rowsPerCall = mid(func(r result) float64 { return r.rowsPerCall })
 	out.errors, out.dropped = 0, 0
 	for _, r := range rs {
 		out.errors += r.errors
@@ -482,6 +529,9 @@ type deployerEnv struct {
 	// metrics returns the deployer's prediction log series, by name and
 	// labels as exposed ("gyre_deployer_prediction_logs_total{outcome=\"dropped\"}").
 	metrics func() (map[string]float64, error)
+	// batchStats returns the model calls a model has made and the rows
+	// they scored, from its OIP metadata.
+	batchStats func(model string) (calls, rows float64, err error)
 }
 
 const (
@@ -532,13 +582,15 @@ func natsChild(dir string) error {
 	return nil
 }
 
-// startNATS starts natsChild in a process of its own and returns its URL.
-func startNATS(ctx context.Context, dir string) (string, func(), error) {
+// startNATS starts natsChild in a process of its own, on the load's CPUs,
+// and returns its URL.
+func startNATS(ctx context.Context, dir string, cpus placement) (string, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, natsChildArg, dir)
+	name, args := loadCommand(cpus, exe, natsChildArg, dir)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -560,8 +612,8 @@ func startNATS(ctx context.Context, dir string) (string, func(), error) {
 	return strings.TrimSpace(line), stop, nil
 }
 
-func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate, queueDelayMs float64) (*deployerEnv, error) {
-	natsURL, stopNATS, err := startNATS(ctx, filepath.Join(dir, "nats"))
+func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config) (*deployerEnv, error) {
+	natsURL, stopNATS, err := startNATS(ctx, filepath.Join(dir, "nats"), bc.cpus)
 	if err != nil {
 		return nil, err
 	}
@@ -621,7 +673,7 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate
 		name     string
 		maxBatch int
 	}{{"bench", pipeline.DefaultMaxBatchSize}, {"bench-nobatch", 1}} {
-		p, err := pipeline.Parse([]byte(benchSpec(pl.name, sampleRate, pl.maxBatch, queueDelayMs)))
+		p, err := pipeline.Parse([]byte(benchSpec(pl.name, bc.sampleRate, pl.maxBatch, bc.queueDelay)))
 		if err != nil {
 			return fail(err)
 		}
@@ -664,6 +716,25 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, sampleRate
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
+	}
+	env.batchStats = func(model string) (float64, float64, error) {
+		resp, err := http.Get(srv.url + "/v2/models/" + model)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer resp.Body.Close()
+		var md struct {
+			Parameters struct {
+				Batching struct {
+					Calls float64 `json:"model_calls"`
+					Rows  float64 `json:"rows_scored"`
+				} `json:"batching"`
+			} `json:"parameters"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&md); err != nil {
+			return 0, 0, fmt.Errorf("metadata of model %s: %w", model, err)
+		}
+		return md.Parameters.Batching.Calls, md.Parameters.Batching.Rows, nil
 	}
 	env.metrics = func() (map[string]float64, error) {
 		resp, err := http.Get(srv.url + "/metrics")
@@ -723,6 +794,9 @@ type target struct {
 	name string
 	url  string
 	body func(rows int, seed uint64) []byte
+	// model is the deployer's model the target calls; empty for the bare
+	// handler.
+	model string
 }
 
 // rowsOf returns n rows of 8 values.
@@ -785,6 +859,16 @@ type result struct {
 	// spent per request, in microseconds: on a shared machine a steadier
 	// measure of cost than throughput.
 	cpuUs float64
+	// rowsPerCall is the rows a model call scored on average (Gyre
+	// targets; 0 for the bare handler).
+	rowsPerCall float64
+}
+
+func (r result) batchNote() string {
+	if r.rowsPerCall == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  rows/call %.1f", r.rowsPerCall)
 }
 
 func (r result) dropNote() string {
@@ -906,8 +990,9 @@ func runWrkScript(ctx context.Context, cfg config, dir string, t target, rows, c
 		fmt.Println("script:", script)
 	}
 	threads := min(cfg.threads, conns)
-	cmd := exec.CommandContext(ctx, cfg.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+	name, args := loadCommand(cfg.cpus, cfg.wrk, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%.0fs", cfg.duration.Seconds()), "--timeout", "10s", "-s", script, t.url)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cpu0 := cpuTime()
 	outb, err := cmd.CombinedOutput()
 	cpu := cpuTime() - cpu0

@@ -38,8 +38,11 @@ func (s scores) slice(lo, hi int) scores {
 // batch to fill as a fixed dynamic batcher does):
 //
 //   - a request that finds a model slot free is scored at once, alone: at
-//     low load nobody waits (unless the last call was shared: then it
-//     lingers as a leader does, below);
+//     low load nobody waits. It lingers as a leader does (below) when the
+//     last call was shared, and, as a probe, one in probeEvery times
+//     otherwise: with one processor, or when requests arrive in step with
+//     the calls, nothing can queue during a model call, which does not
+//     yield, and without the probe batches would never start;
 //   - requests that arrive while every slot is busy queue; when a call ends,
 //     the request that ran it scores what queued meanwhile at once, up to
 //     maxRows rows a call and maxDrainRounds calls (see handOff); then the
@@ -78,6 +81,9 @@ type batcher struct {
 	head     int
 	// rows queued, and rows of the last call led.
 	rows, last int
+	// lone counts the requests that found a slot free after a call of
+	// one row, for the probe.
+	lone int
 
 	// stats counts model calls and rows scored, for tests and operators;
 	// the model's, which outlive a batcher replaced by new settings.
@@ -112,6 +118,12 @@ type job struct {
 // maxLingerRounds bounds how often a leader yields for its batch to grow.
 const maxLingerRounds = 16
 
+// probeEvery: one in probeEvery requests that find the model free after a
+// lone call lingers, to find out whether others are on their way. Where
+// none are, the probe costs a yield of the processor; where they are, the
+// batch it gathers makes the next calls shared and lingering.
+const probeEvery = 16
+
 // defaultSlots is the model calls in flight at once: one per four
 // processors, at least one.
 func defaultSlots() int { return max(1, runtime.GOMAXPROCS(0)/4) }
@@ -136,6 +148,10 @@ func (b *batcher) do(ctx context.Context, x [][]float64) (scores, error) {
 		// Alone on an idle model at low load; when the last call was
 		// shared, requests are coming together: let them join.
 		shared := b.last > 1
+		if !shared {
+			b.lone++
+			shared = b.lone%probeEvery == 0
+		}
 		b.mu.Unlock()
 		j := &job{x: x}
 		b.lead(j, shared)

@@ -394,3 +394,37 @@ func TestBatcherLeavesNoGoroutine(t *testing.T) {
 		t.Error("batcher not idle")
 	}
 }
+
+// TestBatcherProbesOnOneProcessor: with one processor a model call that
+// does not yield leaves nobody time to queue, so every request would find
+// the model free and be scored alone. The probe, one lone request in
+// probeEvery lingering, lets the requests already runnable reach the
+// queue and share its call. Not parallel: it sets GOMAXPROCS.
+func TestBatcherProbesOnOneProcessor(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	d := &doubling{}
+	b := newBatcher(64, time.Second, 1, d.call, nil)
+	const n = 4 * probeEvery
+	start := make(chan struct{})
+	answers := make([]<-chan answer, n)
+	for i := range n {
+		c := make(chan answer, 1)
+		answers[i] = c
+		go func() {
+			<-start
+			out, err := b.do(context.Background(), rows(float64(i)))
+			c <- answer{out, err}
+		}()
+	}
+	close(start)
+	for i, c := range answers {
+		checkDoubled(t, <-c, rows(float64(i)))
+	}
+	calls, scored := b.stats.calls.Load(), b.stats.scored.Load()
+	if scored != n {
+		t.Fatalf("%d rows scored, want %d", scored, n)
+	}
+	if calls > n-probeEvery {
+		t.Fatalf("%d requests were scored in %d calls: the probe gathered none", n, calls)
+	}
+}
