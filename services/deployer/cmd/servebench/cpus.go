@@ -130,13 +130,14 @@ func resolvePlacement(server, load string) (placement, error) {
 // replaces itself with taskset -c SERVER running the same command, the
 // placement spelt out, so that every thread, and the GOMAXPROCS the Go
 // runtime derives from them, follow. It returns (having done nothing) when
-// the process runs on those CPUs already.
+// the process runs on those CPUs already, or on some of them: the kernel
+// leaves out CPUs that are offline, and the check must not exec again.
 func pinSelf(p placement, args []string) error {
 	allowed, err := allowedCPUs()
 	if err != nil {
 		return err
 	}
-	if slices.Equal(allowed, p.server) {
+	if !slices.ContainsFunc(allowed, func(c int) bool { return !slices.Contains(p.server, c) }) {
 		return nil
 	}
 	taskset, err := exec.LookPath("taskset")
