@@ -31,6 +31,15 @@ type Publisher interface {
 	PublishTo(ctx context.Context, subject string, ev event.Event) (*jetstream.PubAck, error)
 }
 
+// Queues makes sure a pool's work queue has its consumer before a job is
+// queued on it. Jobs wait in the work-queue stream whether or not a consumer
+// exists, but an autoscaler that starts a pool's workers from zero (KEDA's
+// nats-jetstream scaler) reads the lag of that consumer: without it, a pool
+// scaled to zero would never be woken.
+type Queues interface {
+	EnsureQueue(ctx context.Context, pool string) error
+}
+
 // Buckets opens the JetStream buckets (store.Lazy does, once provisioned).
 type Buckets interface {
 	Get(ctx context.Context) (*store.Buckets, error)
@@ -41,6 +50,7 @@ type Buckets interface {
 type Scheduler struct {
 	buckets Buckets
 	pub     Publisher
+	queues  Queues
 	source  string
 	now     func() time.Time
 	// expiry is how long a request may stay in flight before it is presumed
@@ -48,9 +58,11 @@ type Scheduler struct {
 	expiry time.Duration
 }
 
-// NewScheduler returns a scheduler emitting with source /gyre/trainer.
-func NewScheduler(buckets Buckets, pub Publisher, inFlightExpiry time.Duration) *Scheduler {
-	return &Scheduler{buckets: buckets, pub: pub, source: "/gyre/" + Name, now: time.Now, expiry: inFlightExpiry}
+// NewScheduler returns a scheduler emitting with source /gyre/trainer. It
+// asks queues for a pool's consumer before queueing the pool's first job;
+// with queues nil it queues without asking.
+func NewScheduler(buckets Buckets, pub Publisher, queues Queues, inFlightExpiry time.Duration) *Scheduler {
+	return &Scheduler{buckets: buckets, pub: pub, queues: queues, source: "/gyre/" + Name, now: time.Now, expiry: inFlightExpiry}
 }
 
 // Scheduled says what the scheduler did with a trigger.
@@ -173,6 +185,11 @@ func (s *Scheduler) publish(ctx context.Context, req *gyrev1.TrainingRequested, 
 	subject, err := events.JobSubject(req.GetPool())
 	if err != nil {
 		return bus.Permanent(fmt.Errorf("pipeline %s: model pool: %w", req.GetPipeline(), err))
+	}
+	if s.queues != nil {
+		if err := s.queues.EnsureQueue(ctx, req.GetPool()); err != nil {
+			return fmt.Errorf("pipeline %s: work queue of pool %s: %w", req.GetPipeline(), req.GetPool(), err)
+		}
 	}
 	if _, err := s.pub.PublishTo(ctx, subject, ev); err != nil {
 		return err

@@ -236,6 +236,21 @@ func checkRequest(t *testing.T, env *looptest.Env, p, pool string, ev event.Even
 	if id := msg.Header.Get("Nats-Msg-Id"); id != ev.ID() {
 		t.Fatalf("job id %q, want the request event's %q", id, ev.ID())
 	}
+	// No worker serves the pool, yet its consumer exists and shows the jobs
+	// as its lag: that is what an autoscaler reads to start workers of a
+	// pool scaled to zero (infra/k8s/components/keda).
+	durable := events.JobConsumer(pool).Durable()
+	cons, err := env.JS.Consumer(env.Ctx(), events.StreamJobs, durable)
+	if err != nil {
+		t.Fatalf("pool %s: job consumer %s: %v", pool, durable, err)
+	}
+	info, err := cons.Info(env.Ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lag := info.NumPending + uint64(info.NumAckPending); lag != uint64(want) {
+		t.Fatalf("consumer %s lags %d jobs, want %d", durable, lag, want)
+	}
 }
 
 // queued counts the jobs waiting on a subject.

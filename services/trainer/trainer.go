@@ -50,7 +50,8 @@ validated batch while the pipeline has no champion (bootstrap), drift.detected,
 performance.degraded and manual training.requested events — into training requests under
 the pipeline's retrain policy (one job in flight per pipeline, a cooldown in validated
 batches, never the same window twice), emits training.requested and queues the job on the
-pool's work queue gyre.jobs.train.<pool>.
+pool's work queue gyre.jobs.train.<pool>, creating the pool's consumer trainer_jobs-<pool>
+when it is missing, so that an autoscaler sees the lag of a pool scaled to zero.
 
 Its workers take jobs from the queue of --pool (--concurrency at a time), heartbeat in the
 gyre-workers bucket, fit the feature set and the model on the window, store the bundle and
@@ -163,7 +164,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	s := &Service{
 		rt:          rt,
 		cfg:         cfg,
-		scheduler:   NewScheduler(buckets, rt.Publisher(), 2*cfg.JobTimeout),
+		scheduler:   NewScheduler(buckets, rt.Publisher(), &poolQueues{js: deps.JS}, 2*cfg.JobTimeout),
 		worker:      NewWorker(buckets, rt.Publisher(), cfg.Worker, cfg.Pool, cfg.JobTimeout),
 		concurrency: cfg.Concurrency,
 	}
