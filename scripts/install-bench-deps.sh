@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the benchmark peers from Debian when they are missing:
+# Installs the benchmark and test peers from Debian when they are missing:
 #   python3-sklearn, python3-xgboost  (make bench-ml: scripts/bench_ml.py)
 #   wrk                               (HTTP load for the serving benchmark)
 #   python3-torch                     (examples/torch/train.py, tests/torch_test.go)
+#   prometheus                        (its promtool checks infra/prometheus/:
+#                                      tests/prometheus_test.go)
 # With package names as arguments (install-bench-deps.sh python3-sklearn wrk)
 # only those are checked, so a benchmark does not pull in the others.
 # Idempotent: when everything is there it changes nothing and prints nothing.
@@ -19,6 +21,7 @@ fi
 /usr/bin/python3 -c 'import xgboost' 2>/dev/null || missing+=(python3-xgboost)
 /usr/bin/python3 -c 'import torch' 2>/dev/null || missing+=(python3-torch)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [[ $# -gt 0 ]]; then
 	wanted=()
