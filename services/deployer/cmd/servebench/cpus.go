@@ -94,7 +94,10 @@ func resolvePlacement(server, load string) (placement, error) {
 	var p placement
 	if server == "auto" {
 		if len(allowed) < 2 {
-			// One CPU: nothing to keep apart.
+			// One CPU: nothing to keep apart, and no CPU for the load alone.
+			if load != "auto" && load != "none" {
+				return placement{}, fmt.Errorf("--load-cpus %s: this process may use one CPU (%s), which --server-cpus auto leaves to the servers and the load to share; give --server-cpus too, or leave --load-cpus out", load, allowed)
+			}
 			return placement{}, nil
 		}
 		p.server = allowed[len(allowed)/2:]

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseCPUList(t *testing.T) {
@@ -81,5 +85,32 @@ func TestResolvePlacement(t *testing.T) {
 	if !slices.Equal(slices.Sorted(slices.Values(append(slices.Clone(got.load), got.server...))), allowed) ||
 		len(got.server) != len(allowed)-len(allowed)/2 {
 		t.Fatalf("auto on CPUs %v: servers %v, load %v", allowed, got.server, got.load)
+	}
+}
+
+// TestResolvePlacementOneCPU runs the placement on a thread allowed one CPU:
+// auto pins nothing there, and an explicit --load-cpus, which it could not
+// honour, is refused rather than ignored.
+func TestResolvePlacementOneCPU(t *testing.T) {
+	allowed, err := allowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// allowedCPUs reads the calling thread's affinity: keep this goroutine
+	// on one thread and narrow that thread's CPUs. The thread ends with the
+	// goroutine (no UnlockOSThread), so nothing else runs on it afterwards.
+	runtime.LockOSThread()
+	var one unix.CPUSet
+	one.Set(allowed[0])
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	got, err := resolvePlacement("auto", "auto")
+	if err != nil || got.pinned() {
+		t.Errorf("auto, auto on one CPU: %v, %v; want no pinning", got, err)
+	}
+	load := strconv.Itoa(allowed[0])
+	if got, err := resolvePlacement("auto", load); err == nil || !strings.Contains(err.Error(), "--load-cpus "+load+": this process may use one CPU") {
+		t.Errorf("auto, %s on one CPU: %v, %v; want an error naming --load-cpus", load, got, err)
 	}
 }
