@@ -51,6 +51,9 @@ ENTRYPOINT ["/usr/local/bin/trainer"]
 
 FROM gcr.io/distroless/static-debian12:nonroot AS service
 COPY --from=build /out/service /usr/local/bin/service
+# The nonroot user's home: the one directory it may write, where `gyre up`
+# (SERVICE=gyre) keeps its .gyre/ data; the services write nothing here.
+WORKDIR /home/nonroot
 # Every service listens on 8080 inside its container (the defaults outside
 # one are 127.0.0.1:808x, one port each, so that they can share a host).
 ENV GYRE_HTTP_ADDR=:8080
