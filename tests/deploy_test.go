@@ -451,6 +451,12 @@ func checkWorkloads(t *testing.T, r rendered, envs map[string][]string, gpu bool
 				t.Errorf("Deployment %s sets %s, which %s does not read (its --help lists %v)", d.Name, k, svc, envs[svc])
 			}
 		}
+		if v, ok := env["GYRE_STREAM_REPLICAS"]; ok {
+			// More copies than NATS nodes: the service would stop at start.
+			if n, err := strconv.Atoi(v); err != nil || n > natsNodes(r) {
+				t.Errorf("Deployment %s: GYRE_STREAM_REPLICAS %q, for %d NATS nodes", d.Name, v, natsNodes(r))
+			}
+		}
 		if pool, ok := env["GYRE_TRAINER_POOL"]; ok && d.Name != "trainer-"+pool {
 			t.Errorf("Deployment %s serves pool %s: name it trainer-%s", d.Name, pool, pool)
 		}
@@ -500,6 +506,16 @@ func checkWorkloads(t *testing.T, r rendered, envs map[string][]string, gpu bool
 	if gpu != seen["trainer-gpu"] {
 		t.Errorf("Deployment trainer-gpu present %v, want %v", seen["trainer-gpu"], gpu)
 	}
+}
+
+// natsNodes returns the replicas of the overlay's NATS StatefulSet.
+func natsNodes(r rendered) int {
+	for _, ss := range r.statefulsets {
+		if ss.Name == "nats" && ss.Spec.Replicas != nil {
+			return int(*ss.Spec.Replicas)
+		}
+	}
+	return 0
 }
 
 // podTemplates returns the pod templates of the overlay's workloads.

@@ -145,6 +145,9 @@ func (o upOptions) serviceConfig(natsURL string) service.Config {
 		LogLevel:        o.logLevel,
 		TraceExporter:   o.traceExporter,
 		ShutdownTimeout: o.shutdownTimeout,
+		// gyre up provisions the whole topology itself, once, with one
+		// replica of each stream (its embedded server is a single node).
+		StreamReplicas: service.DefaultStreamReplicas,
 	}
 }
 

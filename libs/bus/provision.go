@@ -19,6 +19,12 @@ type Topology struct {
 	Consumers    []events.Consumer
 	KeyValues    []jetstream.KeyValueConfig
 	ObjectStores []jetstream.ObjectStoreConfig
+	// Replicas is how many copies a JetStream cluster keeps of each stream
+	// and bucket (0 means 1). Provisioning creates them with that many and
+	// raises one that has fewer; it never lowers one that has more, so a
+	// service run with the default leaves alone what an operator or another
+	// service raised. Consumers follow their stream's.
+	Replicas int
 }
 
 // FullTopology is the catalog's whole topology: every stream, every service's
@@ -74,7 +80,9 @@ func (c Change) String() string {
 // storage) is an error naming the resource and setting.
 func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Change, error) {
 	var report []Change
+	replicas := max(t.Replicas, 1)
 	for _, cfg := range t.Streams {
+		cfg.Replicas = max(cfg.Replicas, replicas)
 		c, err := provisionStream(ctx, js, cfg)
 		if err != nil {
 			return report, err
@@ -89,6 +97,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		report = append(report, c)
 	}
 	for _, cfg := range t.KeyValues {
+		cfg.Replicas = max(cfg.Replicas, replicas)
 		c, err := provisionKV(ctx, js, cfg)
 		if err != nil {
 			return report, err
@@ -96,6 +105,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		report = append(report, c)
 	}
 	for _, cfg := range t.ObjectStores {
+		cfg.Replicas = max(cfg.Replicas, replicas)
 		c, err := provisionObjectStore(ctx, js, cfg)
 		if err != nil {
 			return report, err
@@ -141,6 +151,9 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	if have.Description != want.Description {
 		diff = append(diff, "description")
 	}
+	if have.Replicas < want.Replicas {
+		diff = append(diff, "replicas")
+	}
 	if len(diff) == 0 {
 		ch.Action = Unchanged
 		return ch, nil
@@ -148,6 +161,7 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	// Keep the server's settings the declaration does not name.
 	upd := have
 	upd.Subjects, upd.MaxAge, upd.Duplicates, upd.Discard, upd.Description = want.Subjects, want.MaxAge, want.Duplicates, want.Discard, want.Description
+	upd.Replicas = max(have.Replicas, want.Replicas)
 	if _, err := js.UpdateStream(ctx, upd); err != nil {
 		return ch, fmt.Errorf("update stream %s (%s): %w", want.Name, strings.Join(diff, ", "), err)
 	}
@@ -228,10 +242,15 @@ func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.Key
 	if st.TTL() != want.TTL {
 		diff = append(diff, "ttl")
 	}
+	have := st.Config().Replicas
+	if have < want.Replicas {
+		diff = append(diff, "replicas")
+	}
 	if len(diff) == 0 {
 		ch.Action = Unchanged
 		return ch, nil
 	}
+	want.Replicas = max(have, want.Replicas)
 	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
 		return ch, fmt.Errorf("update kv bucket %s (%s): %w", want.Bucket, strings.Join(diff, ", "), err)
 	}
@@ -241,7 +260,7 @@ func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.Key
 
 func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jetstream.ObjectStoreConfig) (Change, error) {
 	ch := Change{Kind: "object", Name: want.Bucket}
-	_, err := js.ObjectStore(ctx, want.Bucket)
+	obs, err := js.ObjectStore(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		if _, err := js.CreateObjectStore(ctx, want); err != nil {
 			return ch, fmt.Errorf("create object store %s: %w", want.Bucket, err)
@@ -252,7 +271,18 @@ func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jets
 	if err != nil {
 		return ch, fmt.Errorf("object store %s: %w", want.Bucket, err)
 	}
-	ch.Action = Unchanged
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return ch, fmt.Errorf("object store %s status: %w", want.Bucket, err)
+	}
+	if st.Replicas() >= want.Replicas {
+		ch.Action = Unchanged
+		return ch, nil
+	}
+	if _, err := js.UpdateObjectStore(ctx, want); err != nil {
+		return ch, fmt.Errorf("update object store %s (replicas): %w", want.Bucket, err)
+	}
+	ch.Action, ch.Diff = Updated, []string{"replicas"}
 	return ch, nil
 }
 

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +102,99 @@ func TestServiceTopologyHasOnlyItsConsumers(t *testing.T) {
 	}
 	if len(topo.Streams) != len(events.Streams()) {
 		t.Errorf("service topology lacks streams")
+	}
+}
+
+// TestProvisionReplicas provisions on a three-node JetStream cluster: with
+// Replicas 3 every stream and bucket is created with three copies, one that
+// has fewer is raised, and provisioning again with the default (1) lowers
+// nothing.
+func TestProvisionReplicas(t *testing.T) {
+	t.Parallel()
+	nodes := natstest.StartCluster(t, 3)
+	_, js := nodes[0].Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	topo := bus.FullTopology()
+
+	// One stream exists already with one copy, as a service of the default
+	// made it.
+	if _, err := bus.Provision(ctx, js, bus.Topology{Streams: topo.Streams[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	topo.Replicas = 3
+	report, err := bus.Provision(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range report {
+		want := bus.Created
+		if c.Kind == "stream" && c.Name == topo.Streams[0].Name {
+			want = bus.Updated
+			if strings.Join(c.Diff, ",") != "replicas" {
+				t.Errorf("%s: diff %v, want replicas", c.Name, c.Diff)
+			}
+		}
+		if c.Action != want {
+			t.Errorf("%s %s: %s, want %s", c.Kind, c.Name, c.Action, want)
+		}
+	}
+	checkReplicas(ctx, t, js, topo, 3)
+
+	topo.Replicas = 0
+	report, err = bus.Provision(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countActions(report); got[bus.Unchanged] != len(report) {
+		t.Errorf("provisioning with the default replicas changed something: %v", report)
+	}
+	// A bucket updated for another setting keeps its copies too.
+	changed := bus.Topology{KeyValues: slices.Clone(topo.KeyValues[:1])}
+	changed.KeyValues[0].History++
+	if report, err := bus.Provision(ctx, js, changed); err != nil || report[0].Action != bus.Updated {
+		t.Fatalf("history change: %v, %v", report, err)
+	}
+	checkReplicas(ctx, t, js, topo, 3)
+}
+
+// checkReplicas checks the copies the cluster keeps of every stream and
+// bucket of topo.
+func checkReplicas(ctx context.Context, t *testing.T, js jetstream.JetStream, topo bus.Topology, want int) {
+	t.Helper()
+	for _, s := range topo.Streams {
+		st, err := js.Stream(ctx, s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.Replicas; got != want {
+			t.Errorf("stream %s: %d replicas, want %d", s.Name, got, want)
+		}
+	}
+	for _, b := range topo.KeyValues {
+		kv, err := js.KeyValue(ctx, b.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Config().Replicas; got != want {
+			t.Errorf("kv %s: %d replicas, want %d", b.Bucket, got, want)
+		}
+	}
+	for _, b := range topo.ObjectStores {
+		obs, err := js.ObjectStore(ctx, b.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := obs.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Replicas(); got != want {
+			t.Errorf("object store %s: %d replicas, want %d", b.Bucket, got, want)
+		}
 	}
 }

@@ -11,6 +11,9 @@ package natstest
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,4 +139,71 @@ func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("natstest: %v", err)
 	}
 	return nc, js
+}
+
+// StartCluster starts n in-process servers forming one JetStream cluster on
+// loopback, each storing in its own t.TempDir(), and returns them once the
+// cluster has a JetStream meta leader (it can create replicated streams).
+// Every one is stopped at cleanup. Tests of replication use it: a single
+// server refuses a stream of more than one replica.
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		// A free port for each node's route listener: the routes must be
+		// known before the nodes start.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	out := make([]*Server, n)
+	for i := range n {
+		dir := t.TempDir()
+		s, err := server.NewServer(&server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       -1,
+			JetStream:  true,
+			StoreDir:   dir,
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: ports[i]},
+			Routes:     routes,
+		})
+		if err != nil {
+			t.Fatalf("natstest: node %d: %v", i+1, err)
+		}
+		s.Start()
+		t.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("natstest: node %d did not accept clients in 10s", i+1)
+		}
+		out[i] = &Server{URL: s.ClientURL(), Embedded: s, StoreDir: dir}
+	}
+	// The cluster is usable once JetStream has a meta leader: until then
+	// every JetStream request fails.
+	_, js := out[0].Connect(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: the %d-node cluster has no JetStream leader after 30s: %v", n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

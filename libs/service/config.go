@@ -19,6 +19,9 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultTraceExporter   = TraceNone
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultStreamReplicas  = 1
+	// MaxStreamReplicas is JetStream's limit on a stream's replicas.
+	MaxStreamReplicas = 5
 )
 
 // Trace exporters.
@@ -47,6 +50,10 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight messages and HTTP
 	// requests after a stop signal.
 	ShutdownTimeout time.Duration
+	// StreamReplicas is how many copies a JetStream cluster keeps of the
+	// streams and buckets the service provisions (bus.Topology.Replicas):
+	// 1 on a single server, 3 on a three-node cluster.
+	StreamReplicas int
 
 	// envErrs holds the environment variables whose value did not parse when
 	// flags were registered; Validate reports them, because RegisterFlags has
@@ -63,6 +70,7 @@ func Defaults(httpAddr string) Config {
 		LogLevel:        DefaultLogLevel,
 		TraceExporter:   DefaultTraceExporter,
 		ShutdownTimeout: DefaultShutdownTimeout,
+		StreamReplicas:  DefaultStreamReplicas,
 	}
 }
 
@@ -83,6 +91,7 @@ const (
 	EnvLogLevel        = "GYRE_LOG_LEVEL"
 	EnvTraceExporter   = "GYRE_TRACE_EXPORTER"
 	EnvShutdownTimeout = "GYRE_SHUTDOWN_TIMEOUT"
+	EnvStreamReplicas  = "GYRE_STREAM_REPLICAS"
 )
 
 // RegisterFlags registers the shared flags on fs. The current field values
@@ -99,6 +108,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"where OpenTelemetry spans go: none (trace context still propagates) or stdout")
 	c.DurationFlag(fs, &c.ShutdownTimeout, "shutdown-timeout", EnvShutdownTimeout, c.ShutdownTimeout,
 		"how long a stop signal waits for in-flight messages and requests")
+	c.IntFlag(fs, &c.StreamReplicas, "stream-replicas", EnvStreamReplicas, c.StreamReplicas,
+		"copies a JetStream cluster keeps of each stream and bucket: missing ones are created with that many, ones with fewer are raised, none is lowered (3 on a three-node cluster)")
 }
 
 // StringFlag registers a string flag whose default is the environment
@@ -174,6 +185,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, &FieldError{Flag: "shutdown-timeout", Env: EnvShutdownTimeout, Value: c.ShutdownTimeout.String(), Reason: "must be positive"})
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > MaxStreamReplicas {
+		errs = append(errs, &FieldError{Flag: "stream-replicas", Env: EnvStreamReplicas, Value: strconv.Itoa(c.StreamReplicas), Reason: fmt.Sprintf("must be 1 to %d (JetStream's limit)", MaxStreamReplicas)})
 	}
 	return errors.Join(errs...)
 }

@@ -106,6 +106,7 @@ func New(name string, cfg Config, deps Deps, opts ...Option) (*Runtime, error) {
 	for _, o := range opts {
 		o(r)
 	}
+	r.topology.Replicas = cfg.StreamReplicas
 	r.mux.HandleFunc("GET /healthz", r.serveHealth)
 	r.mux.HandleFunc("GET /readyz", r.serveReady)
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{
@@ -228,6 +229,9 @@ func (r *Runtime) provision(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if !r.transient(err) {
+			if n := r.topology.Replicas; n > 1 && tooFewServers(err) {
+				return fmt.Errorf("%s: provision topology: %w (--stream-replicas %d, env %s: the NATS server must be a JetStream cluster of at least %d servers)", r.name, err, n, EnvStreamReplicas, n)
+			}
 			return fmt.Errorf("%s: provision topology: %w", r.name, err)
 		}
 		r.logger.Warn("provisioning failed; retrying", "error", err, "retry_in", delay.String())
@@ -251,6 +255,21 @@ func (r *Runtime) transient(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// JetStream's errors for more replicas than the servers can place: a
+// single server (JSStreamReplicasNotSupportedErr) or a smaller cluster
+// (JSClusterNoPeersErrF).
+const (
+	errCodeReplicasNotSupported = 10074
+	errCodeNoPeers              = 10005
+)
+
+// tooFewServers reports whether err says the server cannot place as many
+// replicas as asked.
+func tooFewServers(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == errCodeReplicasNotSupported || api.ErrorCode == errCodeNoPeers)
 }
 
 func (r *Runtime) recordChanges(changes []bus.Change) {

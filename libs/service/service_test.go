@@ -282,6 +282,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"log level", func(c *service.Config) { c.LogLevel = "loud" }, []string{"--log-level (env GYRE_LOG_LEVEL)", `"loud"`}},
 		{"trace exporter", func(c *service.Config) { c.TraceExporter = "jaeger" }, []string{"--trace-exporter", "none or stdout"}},
 		{"shutdown timeout", func(c *service.Config) { c.ShutdownTimeout = 0 }, []string{"--shutdown-timeout", "must be positive"}},
+		{"stream replicas 0", func(c *service.Config) { c.StreamReplicas = 0 }, []string{"--stream-replicas (env GYRE_STREAM_REPLICAS)", "must be 1 to 5"}},
+		{"stream replicas 7", func(c *service.Config) { c.StreamReplicas = 7 }, []string{"--stream-replicas", `"7"`}},
 		{"all at once", func(c *service.Config) { c.NATSURL, c.LogLevel = "", "loud" }, []string{"--nats", "--log-level"}},
 	}
 	for _, tt := range tests {
@@ -428,5 +430,31 @@ func TestBeforeConsume(t *testing.T) {
 	}
 	if err := failing.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "state not rebuilt") {
 		t.Errorf("Run with a failing hook = %v, want its error", err)
+	}
+}
+
+// TestStreamReplicasNeedACluster runs a service asking for three copies of
+// each stream against a single server: it stops with an error naming the
+// setting and what the server lacks, rather than retrying.
+func TestStreamReplicasNeedACluster(t *testing.T) {
+	t.Parallel()
+	srv := natstest.StartEmbedded(t, t.TempDir())
+	deps := connect(t, srv.URL)
+	cfg := service.Defaults("127.0.0.1:0")
+	cfg.StreamReplicas = 3
+	rt, err := service.New(events.ServiceIngest, cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.Topology().Replicas; got != 3 {
+		t.Fatalf("topology replicas %d, want the config's 3", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = rt.Run(ctx)
+	for _, want := range []string{"--stream-replicas 3", "GYRE_STREAM_REPLICAS", "a JetStream cluster of at least 3 servers"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Run = %v, want an error naming %q", err, want)
+		}
 	}
 }
