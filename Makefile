@@ -14,6 +14,10 @@ SHELL := /bin/bash
 # The real server for integration tests (CI starts one when none is running).
 NATS_URL ?= nats://127.0.0.1:4222
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Per test binary. tests/ builds every service's image binary the way the
+# Dockerfile does (tests/deploy_test.go): minutes on a cold build cache with
+# two cores, beside its end-to-end tests; go test's default is 10m.
+TEST_TIMEOUT ?= 30m
 
 # Every module of the workspace, as import-path patterns and as directories.
 PKGS = $(shell go list -m -f '{{.Path}}/...')
@@ -31,12 +35,12 @@ test: test-component test-integration
 ## Component and unit tests: each test gets an embedded, in-process JetStream
 ## server (libs/natstest); fuzz targets run their seed corpora.
 test-component:
-	env -u NATS_URL go test -count=1 $(PKGS)
+	env -u NATS_URL go test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## Integration tests: the same bus, interop and end-to-end tests against the
 ## server process at $(NATS_URL); they fail (never skip) when it is not there.
 test-integration:
-	NATS_URL=$(NATS_URL) go test -count=1 -p 1 ./libs/... ./tests/... ./cmd/gyre/...
+	NATS_URL=$(NATS_URL) go test -count=1 -timeout $(TEST_TIMEOUT) -p 1 ./libs/... ./tests/... ./cmd/gyre/...
 
 test-race:
 	env -u NATS_URL go test -race -count=1 ./libs/... ./events/...

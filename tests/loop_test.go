@@ -138,6 +138,18 @@ func elec2Slice(t *testing.T, batches, rows int) [][]byte {
 	return out
 }
 
+// feedElec2 applies examples/elec2/pipeline.yaml and publishes three
+// batches of 1,000 rows: bootstrap needs spec.model.bootstrapBatches
+// validated batches (2) and keeps one more for evaluation.
+func feedElec2(ctx context.Context, t *testing.T, js jetstream.JetStream) *store.Buckets {
+	t.Helper()
+	spec, err := os.ReadFile(filepath.Join(repoRoot(t), "examples", "elec2", "pipeline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return feedPipeline(ctx, t, js, spec, elec2Slice(t, 3, 1000))
+}
+
 // feedPipeline waits until the services have provisioned the buckets, applies
 // the spec and publishes the batches as data.batch.arrived, in order.
 func feedPipeline(ctx context.Context, t *testing.T, js jetstream.JetStream, spec []byte, batches [][]byte) *store.Buckets {
@@ -245,13 +257,7 @@ func TestLoopCascadeAcrossProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	spec, err := os.ReadFile(filepath.Join(repoRoot(t), "examples", "elec2", "pipeline.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Bootstrap needs spec.model.bootstrapBatches validated batches (2) and
-	// one more kept for evaluation.
-	feedPipeline(ctx, t, js, spec, elec2Slice(t, 3, 1000))
+	feedElec2(ctx, t, js)
 
 	deployed := waitEvent(t, js, "elec2", events.DeploymentCompleted, 2*time.Minute)
 	all := storedEvents(t, js, "elec2")

@@ -266,13 +266,8 @@ func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	// A pipeline trained and deployed: bootstrap takes two validated
-	// batches and keeps a third for evaluation.
-	spec, err := os.ReadFile(filepath.Join(repoRoot(t), "examples", "elec2", "pipeline.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	feedPipeline(ctx, t, js, spec, elec2Slice(t, 3, 1000))
+	// A pipeline trained and deployed.
+	feedElec2(ctx, t, js)
 	waitEvent(t, js, "elec2", events.DeploymentCompleted, 2*time.Minute)
 
 	// An inference (gyre_deployer_infer_*), whose prediction is logged
