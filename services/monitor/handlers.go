@@ -79,6 +79,7 @@ func (s *Service) onMaterialized(ctx context.Context, ev event.Event) error {
 		events.DriftMeasured, m.GetPipeline(), m.GetBatchId(), version); err != nil {
 		return err
 	}
+	s.metrics.observeDrift(out.Measured)
 	if out.Detected != nil {
 		if err := s.emit(ctx, m.GetPipeline(), out.Detected, out.ReferenceVersion,
 			events.DriftDetected, m.GetPipeline(), m.GetBatchId(), version); err != nil {

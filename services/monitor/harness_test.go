@@ -28,8 +28,9 @@ import (
 // of the loop (env): it applies specs, stores validated batches, publishes
 // the events the monitor consumes and reads what it emits.
 type harness struct {
-	t   *testing.T
-	env *looptest.Env
+	t    *testing.T
+	env  *looptest.Env
+	proc *service.Process
 }
 
 func start(t *testing.T) *harness {
@@ -37,7 +38,7 @@ func start(t *testing.T) *harness {
 	srv := natstest.Start(t)
 	proc, _ := runMonitor(t, srv)
 	// The monitor provisioned the topology: the env only opens it.
-	return &harness{t: t, env: looptest.Attach(t, srv, proc.JS)}
+	return &harness{t: t, env: looptest.Attach(t, srv, proc.JS), proc: proc}
 }
 
 // runMonitor runs a monitor on srv until the test ends or stop is called;
@@ -113,4 +114,31 @@ func batchCSV(r *rand.Rand, rows int, mean float64, cats []string) []byte {
 		fmt.Fprintf(&b, "%.6f,%s,%d\n", mean+r.NormFloat64(), cats[r.IntN(len(cats))], r.IntN(2))
 	}
 	return []byte(b.String())
+}
+
+// gauge returns the value of the monitor's gauge name with labels, and
+// whether it is exported.
+func (h *harness) gauge(name string, labels map[string]string) (float64, bool) {
+	h.t.Helper()
+	families, err := h.proc.Deps.Registry.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; !ok || v != l.GetValue() {
+					continue metric
+				}
+			}
+			if len(m.GetLabel()) == len(labels) {
+				return m.GetGauge().GetValue(), true
+			}
+		}
+	}
+	return 0, false
 }

@@ -100,8 +100,9 @@ func (c Config) Validate() error {
 
 // Service is the monitor service.
 type Service struct {
-	rt  *service.Runtime
-	app *monitoring.Monitor
+	rt      *service.Runtime
+	app     *monitoring.Monitor
+	metrics *metrics
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -112,7 +113,12 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
 	st := stores{lazy: store.NewLazy(deps.JS)}
+	m, err := newMetrics(deps.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("%s metrics: %w", Name, err)
+	}
 	s := &Service{
+		metrics: m,
 		app: monitoring.New(st, st, st, st, monitoring.Options{
 			MaxPredictions: cfg.MaxPendingPredictions,
 			MaxLabels:      cfg.MaxPendingLabels,

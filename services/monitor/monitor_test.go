@@ -209,6 +209,23 @@ func TestDrift(t *testing.T) {
 					t.Errorf("measured[%d] modelversion = %q, want 1", i, got)
 				}
 			}
+			// The latest batch's figures are exported per pipeline and
+			// feature (set once its drift.measured is out).
+			last := looptest.Decode(t, measured[len(measured)-1], &gyrev1.DriftMeasured{})
+			want := map[string]float64{}
+			for _, f := range last.Features {
+				want[f.Feature] = f.Score
+			}
+			looptest.WaitFor(t, "drift gauges", 5*time.Second, func() bool {
+				for feature, score := range want {
+					got, ok := h.gauge("gyre_monitor_feature_drift_score", map[string]string{"pipeline": name, "feature": feature, "method": last.Method})
+					if !ok || got != score {
+						return false
+					}
+				}
+				got, ok := h.gauge("gyre_monitor_drifted_feature_share", map[string]string{"pipeline": name})
+				return ok && got == last.ShareDrifted
+			})
 			detected := h.env.Events(name, events.DriftDetected)
 			if len(detected) != len(tc.wantDetected) {
 				t.Fatalf("%d drift.detected, want %d", len(detected), len(tc.wantDetected))
