@@ -138,6 +138,9 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
 	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{Logger: rt.Logger()})
+	if err := registerRolloutCollector(deps.Registry, s.app.Records); err != nil {
+		return nil, fmt.Errorf("%s metrics: %w", Name, err)
+	}
 	if err := s.register(); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}

@@ -273,3 +273,25 @@ func output(body map[string]any, name string) []any {
 	}
 	return nil
 }
+
+// scrape returns the deployer's /metrics in the Prometheus text format.
+func (h *harness) scrape() string {
+	h.t.Helper()
+	h.mu.Lock()
+	base := h.srv.URL
+	h.mu.Unlock()
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		h.t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}

@@ -649,3 +649,33 @@ func TestRestoreAfterRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutMetrics scrapes /metrics during a canary and after an
+// immediate deployment: the champion's version per pipeline, and the
+// candidate's version and traffic share only while a rollout is in progress.
+func TestRolloutMetrics(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.env.ApplyPipeline(spec("metrics-canary", "{strategy: canary, steps: [50, 100], stepRequests: 100000}", false))
+	h.env.ApplyPipeline(spec("metrics-immediate", "{strategy: immediate}", false))
+	h.run(nil)
+	h.startRollout("metrics-canary", h.storeBundle("metrics-canary", "champion", false, false), h.storeBundle("metrics-canary", "candidate", false, false))
+	h.promote("metrics-immediate", 1, h.storeBundle("metrics-immediate", "champion", false, false), 0.9)
+	h.waitServing("metrics-immediate", "1")
+
+	text := h.scrape()
+	for _, tc := range []struct {
+		series string
+		want   bool
+	}{
+		{`gyre_deployer_champion_version{pipeline="metrics-canary"} 1`, true},
+		{`gyre_deployer_candidate_version{pipeline="metrics-canary",strategy="canary"} 2`, true},
+		{`gyre_deployer_candidate_traffic_percent{pipeline="metrics-canary",strategy="canary"} 50`, true},
+		{`gyre_deployer_champion_version{pipeline="metrics-immediate"} 1`, true},
+		{`gyre_deployer_candidate_version{pipeline="metrics-immediate"`, false},
+	} {
+		if got := strings.Contains(text, tc.series); got != tc.want {
+			t.Errorf("/metrics has %s: %v, want %v", tc.series, got, tc.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -821,6 +822,19 @@ func (d *Deployer) judge(ctx context.Context, rec *Record, r *Routing) error {
 	d.opts.Logger.Info("canary progressed", "pipeline", rec.Pipeline, "deployment_id", rec.DeploymentID,
 		"step", next, "traffic_percent", upd.TrafficPercent)
 	return d.emitProgressed(ctx, rec, v.Figures)
+}
+
+// Records returns a copy of every pipeline's deployment this process
+// holds, by pipeline name.
+func (d *Deployer) Records() []Record {
+	d.mu.Lock()
+	out := make([]Record, 0, len(d.records))
+	for _, r := range d.records {
+		out = append(out, *r)
+	}
+	d.mu.Unlock()
+	slices.SortFunc(out, func(a, b Record) int { return strings.Compare(a.Pipeline, b.Pipeline) })
+	return out
 }
 
 // DeploymentStatus returns a pipeline's deployment; ok is false when none
