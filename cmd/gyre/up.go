@@ -139,16 +139,11 @@ func (o upOptions) validate() error {
 
 // serviceConfig is the shared configuration every service runs with.
 func (o upOptions) serviceConfig(natsURL string) service.Config {
-	return service.Config{
-		NATSURL:         natsURL,
-		HTTPAddr:        o.httpAddr,
-		LogLevel:        o.logLevel,
-		TraceExporter:   o.traceExporter,
-		ShutdownTimeout: o.shutdownTimeout,
-		// gyre up provisions the whole topology itself, once, with one
-		// replica of each stream (its embedded server is a single node).
-		StreamReplicas: service.DefaultStreamReplicas,
-	}
+	// The shared defaults, so that a setting up has no flag for keeps its
+	// default (one replica of each stream: the embedded server is one node).
+	c := service.Defaults(o.httpAddr)
+	c.NATSURL, c.LogLevel, c.TraceExporter, c.ShutdownTimeout = natsURL, o.logLevel, o.traceExporter, o.shutdownTimeout
+	return c
 }
 
 // connectTimeout bounds the wait for an external server at start: an
