@@ -5,6 +5,7 @@
 #   python3-torch                     (examples/torch/train.py, tests/torch_test.go)
 #   prometheus                        (its promtool checks infra/prometheus/:
 #                                      tests/prometheus_test.go)
+#   chromium                          (the browser tests/dashboard_test.go drives)
 # With package names as arguments (install-bench-deps.sh python3-sklearn wrk)
 # only those are checked, so a benchmark does not pull in the others.
 # Idempotent: when everything is there it changes nothing and prints nothing.
@@ -22,6 +23,7 @@ fi
 /usr/bin/python3 -c 'import torch' 2>/dev/null || missing+=(python3-torch)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [[ $# -gt 0 ]]; then
 	wanted=()

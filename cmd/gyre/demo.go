@@ -31,6 +31,7 @@ import (
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
+	"github.com/gyrehq/gyre/services/dashboard"
 )
 
 // Defaults of gyre demo: the Elec2 example shipped in the repository.
@@ -231,6 +232,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return fmt.Errorf("starting Gyre: %w (see %s)", err, logPath)
 	}
 	fmt.Fprintf(stderr, "Gyre is up: NATS %s, HTTP %s (logs in %s)\n", service.RedactURL(st.NATSURL), st.HTTPURL, logPath)
+	fmt.Fprintf(stderr, "Watch the loop at %s/services/%s/\n", st.HTTPURL, dashboard.Name)
 
 	runErr := streamDemo(ctx, o, data, st, stdout, stderr)
 	if runErr == nil && !o.exit {

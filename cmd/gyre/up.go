@@ -22,6 +22,7 @@ import (
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/services/dashboard"
 )
 
 // upOptions are the flags of `gyre up`.
@@ -334,11 +335,12 @@ func announce(ctx context.Context, o upOptions, svcs []service.Runner, out *lock
 	}
 	out.printf("\nNATS   %s (%s)\n", service.RedactURL(st.NATSURL), natsNote)
 	out.printf("HTTP   %s/healthz  %s/readyz  %s/metrics\n", st.HTTPURL, st.HTTPURL, st.HTTPURL)
+	out.printf("Dashboard %s/services/%s/\n", st.HTTPURL, dashboard.Name)
 	out.printf("State  %s\n\nServices (each with /healthz, /readyz, /metrics):\n", statePath(o.dataDir))
 	for _, s := range svcs {
 		out.printf("  %-11s %s/services/%s/\n", s.Name(), st.HTTPURL, s.Name())
 	}
-	out.printf("\nReady. Follow the loop with 'gyre events -f'; press Ctrl-C to stop.\n")
+	out.printf("\nReady. Follow the loop on the dashboard or with 'gyre events -f'; press Ctrl-C to stop.\n")
 	<-ctx.Done()
 	out.printf("Stopping: draining services...\n")
 }
