@@ -5,6 +5,7 @@ import (
 
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/services/monitor/internal/monitoring"
 )
 
 // metrics export the latest drift measurement of each pipeline, so that a
@@ -13,6 +14,11 @@ import (
 type metrics struct {
 	featureDrift *prometheus.GaugeVec
 	driftedShare *prometheus.GaugeVec
+	// The champion's live accuracy, as performance.degraded judges it, so
+	// that an alert or a graph can follow it before it falls.
+	liveAccuracy     *prometheus.GaugeVec
+	liveRows         *prometheus.GaugeVec
+	baselineAccuracy *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -25,6 +31,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gyre_monitor_drifted_feature_share",
 			Help: "Share of the features that drifted in the pipeline's latest batch, in [0, 1]; the dataset drifts at spec.drift.shareOfFeatures.",
 		}, []string{"pipeline"}),
+		liveAccuracy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gyre_monitor_live_accuracy",
+			Help: "The champion's accuracy on its newest labelled predictions (gyre_monitor_live_accuracy_rows of them), as performance.degraded judges it, in [0, 1]; set when labelled predictions of the champion are counted.",
+		}, []string{"pipeline"}),
+		liveRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gyre_monitor_live_accuracy_rows",
+			Help: "How many labelled predictions gyre_monitor_live_accuracy is measured on: the newest max(spec.drift.minRows, labels in the event).",
+		}, []string{"pipeline"}),
+		baselineAccuracy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gyre_monitor_baseline_accuracy",
+			Help: "The champion's evaluation accuracy, which live accuracy is judged against (a fall of more than spec.drift.accuracyDrop degrades).",
+		}, []string{"pipeline"}),
 	}
 	var err error
 	if m.featureDrift, err = bus.RegisterCollector(reg, m.featureDrift); err != nil {
@@ -33,7 +51,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if m.driftedShare, err = bus.RegisterCollector(reg, m.driftedShare); err != nil {
 		return nil, err
 	}
+	for _, g := range []**prometheus.GaugeVec{&m.liveAccuracy, &m.liveRows, &m.baselineAccuracy} {
+		if *g, err = bus.RegisterCollector(reg, *g); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// observeLive records the champion's live accuracy.
+func (m *metrics) observeLive(l monitoring.LiveAccuracy) {
+	m.liveAccuracy.WithLabelValues(l.Pipeline).Set(l.Accuracy)
+	m.liveRows.WithLabelValues(l.Pipeline).Set(float64(l.Rows))
+	if l.Baseline != nil {
+		m.baselineAccuracy.WithLabelValues(l.Pipeline).Set(*l.Baseline)
+	} else {
+		m.baselineAccuracy.DeleteLabelValues(l.Pipeline)
+	}
 }
 
 // observeDrift records a batch's measurement. One with no reference (no

@@ -123,6 +123,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 			MaxPredictions: cfg.MaxPendingPredictions,
 			MaxLabels:      cfg.MaxPendingLabels,
 			LoggerFrom:     bus.Logger,
+			OnLiveAccuracy: m.observeLive,
 		}),
 	}
 	rt, err := service.New(Name, cfg.Config, deps, service.WithBeforeConsume(s.rejoin))

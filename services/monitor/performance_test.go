@@ -66,6 +66,14 @@ func TestPerformanceDegraded(t *testing.T) {
 		d.MaxDrop != 0.05 || d.Metric != "accuracy" || d.Drop < 0.69 || d.Drop > 0.71 {
 		t.Errorf("performance.degraded = %v; want v1, baseline 0.9, live 0.2 over 50 labelled", d)
 	}
+	// The same figures on /metrics, set before the event was emitted.
+	for series, want := range map[string]float64{
+		"gyre_monitor_live_accuracy": 0.2, "gyre_monitor_live_accuracy_rows": 50, "gyre_monitor_baseline_accuracy": 0.9,
+	} {
+		if got, ok := h.gauge(series, map[string]string{"pipeline": name}); !ok || got != want {
+			t.Errorf("%s{pipeline=%q} = %v (found %v), want %v", series, name, got, ok, want)
+		}
+	}
 	if l := h.state(name).Live["1"]; l.Correct != 60 {
 		t.Errorf("live counters %+v, want 60 correct of 100", l)
 	}

@@ -81,6 +81,23 @@ type Options struct {
 	// Logger receives what the monitor has to say (default slog.Default);
 	// handlers pass theirs through LoggerFrom.
 	LoggerFrom func(context.Context) *slog.Logger
+	// OnLiveAccuracy, when set, is told the champion's live accuracy each
+	// time labelled predictions of the champion are counted (for metrics).
+	OnLiveAccuracy func(LiveAccuracy)
+}
+
+// LiveAccuracy is a champion's accuracy on its newest labelled
+// predictions: the figure performance.degraded judges.
+type LiveAccuracy struct {
+	Pipeline     string
+	ModelVersion int64
+	// Accuracy is the share of correct outcomes among the newest Rows.
+	Accuracy float64
+	// Rows is how many labelled predictions it is measured on: the newest
+	// max(minRows, labels in the event), at most MaxWindow.
+	Rows int
+	// Baseline is the champion's evaluation accuracy, when it has one.
+	Baseline *float64
 }
 
 // Defaults of Options.
@@ -98,6 +115,7 @@ type Monitor struct {
 	join    *joiner
 	logger  func(context.Context) *slog.Logger
 	now     func() time.Time
+	onLive  func(LiveAccuracy)
 }
 
 // New returns a monitor over its stores.
@@ -115,7 +133,7 @@ func New(state StateStore, batches BatchStore, specs SpecStore, stats ReferenceS
 	return &Monitor{
 		state: state, batches: batches, specs: specs, stats: stats,
 		join:   newJoiner(opts.MaxPredictions, opts.MaxLabels),
-		logger: logger, now: time.Now,
+		logger: logger, now: time.Now, onLive: opts.OnLiveAccuracy,
 	}
 }
 
@@ -466,8 +484,9 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 	window := min(max(minRows, eventLabels), MaxWindow)
 
 	var result *Degradation
+	var live *LiveAccuracy
 	err = m.state.Update(ctx, pipelineName, func(s *State) error {
-		result = nil
+		result, live = nil, nil
 		if s.applied(trigger) {
 			// Counted already (the acknowledgement of the first delivery
 			// was lost); emit again what that delivery emitted.
@@ -499,10 +518,14 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 			}
 		}
 		s.pruneVersions()
-		if !touched || s.Reference.BaselineAccuracy == nil {
+		if !touched {
 			return nil
 		}
 		acc, n := s.live(champion).Accuracy(window)
+		live = &LiveAccuracy{Pipeline: pipelineName, ModelVersion: champion, Accuracy: acc, Rows: n, Baseline: s.Reference.BaselineAccuracy}
+		if s.Reference.BaselineAccuracy == nil {
+			return nil
+		}
 		baseline := *s.Reference.BaselineAccuracy
 		// The tolerance keeps a drop of exactly maxDrop (0.9 - 0.85) within it.
 		if n < minRows || n == 0 || baseline-acc <= maxDrop+1e-9 {
@@ -527,6 +550,9 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 	if err != nil {
 		m.join.undo(pipelineName, out)
 		return nil, err
+	}
+	if live != nil && live.Rows > 0 && m.onLive != nil {
+		m.onLive(*live)
 	}
 	if result == nil {
 		return nil, nil
