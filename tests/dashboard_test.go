@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,23 +19,10 @@ import (
 )
 
 // chromium returns the browser to drive: $GYRE_CHROMIUM, else chromium on
-// PATH. Without one the test is skipped with a hint, except in CI (CI set),
-// where it fails: CI must see the dashboard work in a real browser.
+// PATH (see requireTool).
 func chromium(t *testing.T) string {
 	t.Helper()
-	name := os.Getenv("GYRE_CHROMIUM")
-	if name == "" {
-		name = "chromium"
-	}
-	path, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("chromium is not available (%v); install it with scripts/install-bench-deps.sh (apt-get install chromium) or set GYRE_CHROMIUM", err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return path
+	return requireTool(t, "GYRE_CHROMIUM", "chromium", "apt-get install chromium")
 }
 
 // TestDashboardInBrowser opens the dashboard of `gyre up` in headless

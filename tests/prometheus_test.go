@@ -30,17 +30,23 @@ import (
 const promDir = "../infra/prometheus"
 
 // promtool returns the promtool to run: $GYRE_PROMTOOL, else promtool on
-// PATH. Without one the test is skipped with a hint, except in CI (CI set),
-// where it fails: CI must check what Prometheus will load.
+// PATH (see requireTool).
 func promtool(t *testing.T) string {
 	t.Helper()
-	name := os.Getenv("GYRE_PROMTOOL")
-	if name == "" {
-		name = "promtool"
+	return requireTool(t, "GYRE_PROMTOOL", "promtool", "apt-get install prometheus")
+}
+
+// requireTool returns the path of a program a test runs: $env, else name
+// on PATH. Without one the test is skipped with a hint, except in CI (CI
+// set), where it fails: CI must run what the test checks.
+func requireTool(t *testing.T, env, name, pkg string) string {
+	t.Helper()
+	if v := os.Getenv(env); v != "" {
+		name = v
 	}
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("promtool is not available (%v); install it with scripts/install-bench-deps.sh (apt-get install prometheus) or set GYRE_PROMTOOL", err)
+		msg := fmt.Sprintf("%s is not available (%v); install it with scripts/install-bench-deps.sh (%s) or set %s", name, err, pkg, env)
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}

@@ -216,7 +216,7 @@ func (p *tablePrinter) print(subject string, ev event.Event) error {
 	}
 	return p.row([]string{
 		ev.Time().UTC().Format("2006-01-02T15:04:05.000Z"),
-		pipelineOf(subject, ev),
+		bus.PipelineOf(subject, ev),
 		typ,
 		ev.ID(),
 		bus.Ext(ev, bus.ExtCorrelationID),
@@ -240,19 +240,4 @@ func (p *tablePrinter) row(cells []string) error {
 	b.WriteByte('\n')
 	_, err := io.WriteString(p.w, b.String())
 	return err
-}
-
-// pipelineOf names an event's pipeline: its pipeline extension, else its
-// CloudEvents subject, else the pipeline token of its NATS subject.
-func pipelineOf(subject string, ev event.Event) string {
-	if p := bus.Ext(ev, bus.ExtPipeline); p != "" {
-		return p
-	}
-	if s := ev.Subject(); s != "" {
-		return s
-	}
-	if p, _, err := events.ParseSubject(subject); err == nil {
-		return p
-	}
-	return ""
 }

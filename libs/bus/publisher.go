@@ -67,6 +67,22 @@ func SubjectOf(ev event.Event) (string, error) {
 	return subject, nil
 }
 
+// PipelineOf names the pipeline of an event read from subject: its pipeline
+// extension, else its CloudEvents subject, else the pipeline token of the
+// NATS subject; "" when none says.
+func PipelineOf(subject string, ev event.Event) string {
+	if p := extString(ev, ExtPipeline); p != "" {
+		return p
+	}
+	if s := ev.Subject(); s != "" {
+		return s
+	}
+	if p, _, err := events.ParseSubject(subject); err == nil {
+		return p
+	}
+	return ""
+}
+
 // Publish stamps ev (see Stamp), publishes it on its catalog subject and waits
 // for the publish acknowledgement.
 func (p *Publisher) Publish(ctx context.Context, ev event.Event) error {

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -114,7 +115,7 @@ func entryOf(subject string, seq uint64, ev event.Event) Entry {
 	e := Entry{
 		Seq:           seq,
 		Time:          ev.Time().UTC(),
-		Pipeline:      pipelineOf(subject, ev),
+		Pipeline:      cmp.Or(bus.PipelineOf(subject, ev), "-"),
 		Type:          ev.Type(),
 		ID:            ev.ID(),
 		Source:        ev.Source(),
@@ -126,21 +127,6 @@ func entryOf(subject string, seq uint64, ev event.Event) Entry {
 		e.Type = spec.Name
 	}
 	return e
-}
-
-// pipelineOf names an event's pipeline: its pipeline extension, else its
-// CloudEvents subject, else the pipeline token of its NATS subject.
-func pipelineOf(subject string, ev event.Event) string {
-	if p := bus.Ext(ev, bus.ExtPipeline); p != "" {
-		return p
-	}
-	if s := ev.Subject(); s != "" {
-		return s
-	}
-	if p, _, err := events.ParseSubject(subject); err == nil {
-		return p
-	}
-	return "-"
 }
 
 // maxDataBytes bounds the payload JSON an entry keeps: the feed shows
