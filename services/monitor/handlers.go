@@ -48,13 +48,19 @@ func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	if r := m.GetReference(); r.GetKey() != "" && (r.GetBucket() == "" || r.GetBucket() == events.ObjectModels) {
 		refKey = r.GetKey()
 	}
-	return s.app.Promote(ctx, monitoring.Promotion{
+	if err := s.app.Promote(ctx, monitoring.Promotion{
 		EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(),
 		ReferenceKey:      refKey,
 		BatchIDs:          m.GetLineage().GetBatchIds(),
 		FeatureSetVersion: m.GetLineage().GetFeatureSetVersion(),
 		Metrics:           m.GetMetrics(),
-	})
+	}); err != nil {
+		return err
+	}
+	// The live figures were the previous champion's; the new one's come
+	// with its first labels.
+	s.metrics.forgetLive(m.GetPipeline())
+	return nil
 }
 
 // onMaterialized: measure the batch's drift; drift.measured always,

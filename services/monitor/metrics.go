@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"pipeline"}),
 		liveAccuracy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gyre_monitor_live_accuracy",
-			Help: "The champion's accuracy on its newest labelled predictions (gyre_monitor_live_accuracy_rows of them), as performance.degraded judges it, in [0, 1]; set when labelled predictions of the champion are counted.",
+			Help: "The champion's accuracy on its newest labelled predictions (gyre_monitor_live_accuracy_rows of them), as performance.degraded judges it, in [0, 1]; set when labelled predictions of the champion are counted, dropped when another model is promoted.",
 		}, []string{"pipeline"}),
 		liveRows: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gyre_monitor_live_accuracy_rows",
@@ -81,4 +81,11 @@ func (m *metrics) observeDrift(d *gyrev1.DriftMeasured) {
 		m.featureDrift.WithLabelValues(d.GetPipeline(), f.GetFeature(), d.GetMethod()).Set(f.GetScore())
 	}
 	m.driftedShare.WithLabelValues(d.GetPipeline()).Set(d.GetShareDrifted())
+}
+
+// forgetLive drops a pipeline's live figures when its champion changes.
+func (m *metrics) forgetLive(pipeline string) {
+	m.liveAccuracy.DeleteLabelValues(pipeline)
+	m.liveRows.DeleteLabelValues(pipeline)
+	m.baselineAccuracy.DeleteLabelValues(pipeline)
 }

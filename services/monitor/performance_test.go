@@ -105,6 +105,9 @@ func TestNewChampionResetsLiveAccuracy(t *testing.T) {
 	predictions(h, name, 1, 20)
 	labels(h, name, 1, 20, "1")
 	h.waitLabelled(name, 20)
+	if got, ok := h.gauge("gyre_monitor_live_accuracy", map[string]string{"pipeline": name}); !ok || got != 1 {
+		t.Errorf("live accuracy of v1 = %v (found %v), want 1", got, ok)
+	}
 	ids := []string{"ref-1", "ref-2"}
 	h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
 		Pipeline: name, ModelVersion: 2, Alias: "champion", PreviousVersion: 1,
@@ -113,6 +116,11 @@ func TestNewChampionResetsLiveAccuracy(t *testing.T) {
 	looptest.WaitFor(t, "reference of v2", 20*time.Second, func() bool {
 		st := h.state(name)
 		return st.Reference != nil && st.Reference.ModelVersion == 2
+	})
+	// The gauges were v1's: gone once v2 is the reference.
+	looptest.WaitFor(t, "v1's live accuracy dropped from /metrics", 10*time.Second, func() bool {
+		_, ok := h.gauge("gyre_monitor_live_accuracy", map[string]string{"pipeline": name})
+		return !ok
 	})
 	st := h.state(name)
 	if l := st.Live["2"]; l == nil || l.Labelled != 0 {
