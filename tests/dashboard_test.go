@@ -2,9 +2,7 @@ package tests
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"github.com/gyrehq/gyre/events"
 	gyrev1 "github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/natstest"
 )
 
 // chromium returns the browser to drive: $GYRE_CHROMIUM, else chromium on
@@ -32,20 +29,8 @@ func chromium(t *testing.T) string {
 // events; and a producer's string is shown as text, never run as markup.
 func TestDashboardInBrowser(t *testing.T) {
 	browser := chromium(t)
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	js, httpURL := upOnServer(t)
 	dir := t.TempDir()
-	startUp(t, buildGyre(t, dir), "--nats", srv.URL, "--http", "127.0.0.1:0", "--data-dir", dir)
-	var state struct {
-		HTTPURL string `json:"httpURL"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "up.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &state); err != nil || state.HTTPURL == "" {
-		t.Fatalf("up.json %s: %v", b, err)
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -58,7 +43,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The page is open before the loop starts: what follows arrives live.
 	if err := chromedp.Do(bctx,
-		chromedp.Navigate(state.HTTPURL+"/services/dashboard/"),
+		chromedp.Navigate(httpURL+"/services/dashboard/"),
 		chromedp.WaitVisible(chromedp.CSS(`#no-pipelines`)),
 		waitText(`#conn-text`, "live"),
 	); err != nil {

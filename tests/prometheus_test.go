@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/gyrehq/gyre/events"
-	"github.com/gyrehq/gyre/libs/natstest"
 )
 
 // The Prometheus deploy files under infra/prometheus are checked twice:
@@ -255,20 +254,7 @@ func TestPrometheusRulesUseExportedMetrics(t *testing.T) {
 // names. It polls until want is all there or a deadline passes.
 func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	dir := t.TempDir()
-	startUp(t, buildGyre(t, dir), "--nats", srv.URL, "--http", "127.0.0.1:0", "--data-dir", dir)
-	var state struct {
-		HTTPURL string `json:"httpURL"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "up.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &state); err != nil || state.HTTPURL == "" {
-		t.Fatalf("up.json %s: %v", b, err)
-	}
+	js, httpURL := upOnServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -292,7 +278,7 @@ func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for {
-		resp, err := client.Post(state.HTTPURL+"/services/deployer/v2/models/elec2/infer", "application/json", bytes.NewReader(body))
+		resp, err := client.Post(httpURL+"/services/deployer/v2/models/elec2/infer", "application/json", bytes.NewReader(body))
 		if err == nil {
 			msg, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -320,7 +306,7 @@ func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		scraped, err := promScrape(client, state.HTTPURL+"/metrics")
+		scraped, err := promScrape(client, httpURL+"/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package tests
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -49,6 +50,28 @@ func buildGyre(t *testing.T, dir string) string {
 		t.Fatalf("go build ./cmd/gyre: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// upOnServer starts `gyre up` as its own process against a test server of
+// its own, and returns that server's JetStream API and up's HTTP URL, as
+// up.json records it.
+func upOnServer(t *testing.T) (jetstream.JetStream, string) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	dir := t.TempDir()
+	startUp(t, buildGyre(t, dir), "--nats", srv.URL, "--http", "127.0.0.1:0", "--data-dir", dir)
+	var state struct {
+		HTTPURL string `json:"httpURL"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "up.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &state); err != nil || state.HTTPURL == "" {
+		t.Fatalf("up.json %s: %v", b, err)
+	}
+	return js, state.HTTPURL
 }
 
 // upProcess is `gyre up` running as its own OS process.

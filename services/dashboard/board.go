@@ -252,15 +252,29 @@ func (b *Board) push(e Entry) {
 	b.start = (b.start + 1) % b.keep
 }
 
-// Pipelines returns every pipeline's state, by name.
-func (b *Board) Pipelines() []Pipeline {
+// Snapshot is the board's state at one moment.
+type Snapshot struct {
+	// LastSeq is the sequence of the latest event folded.
+	LastSeq uint64 `json:"lastSeq"`
+	// Events counts the events folded.
+	Events int64 `json:"events"`
+	// Pipelines are every pipeline's state, by name.
+	Pipelines []Pipeline `json:"pipelines"`
+}
+
+// Snapshot returns the board's state, taken at once.
+func (b *Board) Snapshot() Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]Pipeline, 0, len(b.pipelines))
+	return b.snapshot()
+}
+
+func (b *Board) snapshot() Snapshot {
+	s := Snapshot{LastSeq: b.lastSeq, Events: b.count, Pipelines: make([]Pipeline, 0, len(b.pipelines))}
 	for _, name := range slices.Sorted(maps.Keys(b.pipelines)) {
-		out = append(out, b.pipelines[name].clone())
+		s.Pipelines = append(s.Pipelines, b.pipelines[name].clone())
 	}
-	return out
+	return s
 }
 
 // Query selects feed entries; its zero value selects all.
@@ -307,11 +321,9 @@ func (b *Board) entries(q Query) []Entry {
 // starts from.
 type Subscription struct {
 	c chan Update
-	// Pipelines, LastSeq and Count are the board as it was when the feed
-	// started: the updates on C follow on from it.
-	Pipelines []Pipeline
-	LastSeq   uint64
-	Count     int64
+	// Snapshot is the board as it was when the feed started: the updates
+	// on C follow on from it.
+	Snapshot
 	// Missed are kept entries to show before what arrives on C: those
 	// after the sequence the subscriber resumes from, or, with Reset, the
 	// latest ones.
@@ -333,10 +345,7 @@ func (s *Subscription) C() <-chan Update { return s.c }
 func (b *Board) Subscribe(after uint64, initial, buffer int) *Subscription {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := &Subscription{c: make(chan Update, max(buffer, 1)), LastSeq: b.lastSeq, Count: b.count}
-	for _, name := range slices.Sorted(maps.Keys(b.pipelines)) {
-		s.Pipelines = append(s.Pipelines, b.pipelines[name].clone())
-	}
+	s := &Subscription{c: make(chan Update, max(buffer, 1)), Snapshot: b.snapshot()}
 	// Sequences have gaps (messages that are no event), so entries are
 	// lost only when the ring has wrapped and its oldest entry is past
 	// the one after `after`.

@@ -133,7 +133,7 @@ func TestBoardFolds(t *testing.T) {
 			t.Parallel()
 			b := NewBoard(10)
 			ups := feed(b, "elec2", tc.steps...)
-			got := b.Pipelines()
+			got := b.Snapshot().Pipelines
 			if len(got) != 1 || got[0].Events != int64(len(tc.steps)) {
 				t.Fatalf("pipelines = %+v", got)
 			}

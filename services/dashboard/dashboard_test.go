@@ -292,7 +292,7 @@ func TestLiveFeed(t *testing.T) {
 	go func() { done <- svc2.Run(ctx) }()
 	board := svc2.(*dashboard.Service).Board()
 	waitFor(t, func() bool { return board.Count() >= 4 })
-	want(board.Pipelines())
+	want(board.Snapshot().Pipelines)
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)

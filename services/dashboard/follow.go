@@ -76,7 +76,7 @@ func (f *follower) follow(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", events.StreamEvents, err)
 		}
-		f.add(msg.Subject(), meta, msg)
+		f.add(meta, msg)
 		if meta.NumPending == 0 && !f.caughtUp.Load() {
 			f.caughtUp.Store(true)
 			f.logger.Info("lifecycle history read", "events", f.board.Count(), "last_seq", meta.Sequence.Stream)
@@ -87,7 +87,8 @@ func (f *follower) follow(ctx context.Context) error {
 // add decodes one message and folds it. An event that does not decode
 // still shows in the feed, marked so; a message that is no CloudEvent at all
 // is skipped and counted (the services that consume it dead-letter it).
-func (f *follower) add(subject string, meta *jetstream.MsgMetadata, msg jetstream.Msg) {
+func (f *follower) add(meta *jetstream.MsgMetadata, msg jetstream.Msg) {
+	subject := msg.Subject()
 	ev, err := bus.Decode(msg.Headers(), msg.Data())
 	if err != nil {
 		f.metrics.events.WithLabelValues(outcomeSkipped).Inc()

@@ -89,22 +89,19 @@ func (a *api) page(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// snapshot is the board's state as a whole.
+// snapshot is the board's state as a whole, as the API sends it.
 type snapshot struct {
 	// Reset tells a browser to forget the entries it shows: what follows
 	// replaces them.
 	Reset bool `json:"reset,omitempty"`
 	// CaughtUp is false while the dashboard is still reading the history
 	// the stream held when it started.
-	CaughtUp  bool       `json:"caughtUp"`
-	LastSeq   uint64     `json:"lastSeq"`
-	Events    int64      `json:"events"`
-	Pipelines []Pipeline `json:"pipelines"`
+	CaughtUp bool `json:"caughtUp"`
+	Snapshot
 }
 
 func (a *api) pipelines(w http.ResponseWriter, _ *http.Request) {
-	service.WriteJSON(w, http.StatusOK, snapshot{CaughtUp: a.caughtUp(), LastSeq: a.board.LastSeq(),
-		Events: a.board.Count(), Pipelines: a.board.Pipelines()})
+	service.WriteJSON(w, http.StatusOK, snapshot{CaughtUp: a.caughtUp(), Snapshot: a.board.Snapshot()})
 }
 
 func (a *api) events(w http.ResponseWriter, r *http.Request) {
@@ -182,8 +179,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.WriteString(w, "retry: 2000\n\n"); err != nil {
 		return
 	}
-	if err := writeEvent(w, "snapshot", 0, snapshot{Reset: sub.Reset, CaughtUp: a.caughtUp(), LastSeq: sub.LastSeq,
-		Events: sub.Count, Pipelines: sub.Pipelines}); err != nil {
+	if err := writeEvent(w, "snapshot", 0, snapshot{Reset: sub.Reset, CaughtUp: a.caughtUp(), Snapshot: sub.Snapshot}); err != nil {
 		return
 	}
 	for _, e := range sub.Missed {
