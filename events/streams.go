@@ -68,9 +68,11 @@ func Streams() []jetstream.StreamConfig {
 	}
 }
 
-// Consumer declares one durable pull consumer: one per (service, handler),
-// never renamed, because the durable name is where the server keeps the
-// consumer's position.
+// Consumer declares one pull consumer of a service's handler: durable, one
+// per (service, handler) and never renamed, because the durable name is
+// where the server keeps the consumer's position and every replica of the
+// service shares it; or, when PerReplica, an ephemeral one per replica that
+// sees every message from the moment it starts.
 type Consumer struct {
 	// Service and Handler name the consumer; its durable name is "<service>_<handler>".
 	Service string
@@ -80,13 +82,26 @@ type Consumer struct {
 	// FilterSubject selects the stream's messages this handler gets.
 	FilterSubject string
 	// AckWait is how long a delivery may stay unacknowledged before the server
-	// redelivers it; the bus keeps long handlers alive with progress acks.
+	// redelivers it: what a crashed consumer's message waits before another
+	// replica gets it. The bus keeps long handlers alive with progress acks
+	// every AckWait/3, so it bounds the stall of a crash, not the handler.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries; a transient failure still failing at the
 	// last one goes to the dead-letter stream.
 	MaxDeliver int
-	// MaxAckPending bounds the unacknowledged messages of the consumer.
+	// MaxAckPending bounds the unacknowledged messages of the consumer. 1
+	// (OrderedMaxAckPending, every EventConsumer's) makes the consumer
+	// strictly ordered: the server delivers the next message only once the
+	// one in hand is acknowledged, so a redelivery (a crash, a transient
+	// failure) comes back before anything newer, whichever replica takes it.
 	MaxAckPending int
+	// PerReplica makes every replica of the service get every message: each
+	// replica reads with an ordered consumer of its own from the newest
+	// message on (nothing durable, nothing shared), for state each replica
+	// holds itself, such as the labels of the predictions it served. Its
+	// messages are not redelivered: a handler that still fails after its
+	// in-process retries dead-letters the message.
+	PerReplica bool
 }
 
 // Durable returns the consumer's durable name.
@@ -104,6 +119,23 @@ func (c Consumer) Config() jetstream.ConsumerConfig {
 		MaxAckPending: c.MaxAckPending,
 		FilterSubject: c.FilterSubject,
 	}
+}
+
+// Unordered returns the declaration with up to n messages in hand at once:
+// for high-volume events whose handlers do not depend on order (predictions,
+// labels), where one-at-a-time delivery would cap throughput at one round
+// trip per message.
+func (c Consumer) Unordered(n int) Consumer {
+	c.MaxAckPending = n
+	return c
+}
+
+// EveryReplica returns the declaration as a per-replica consumer (see
+// Consumer.PerReplica).
+func (c Consumer) EveryReplica() Consumer {
+	// Nothing is acknowledged: the bound only sizes the replica's buffer.
+	c.PerReplica, c.MaxDeliver, c.MaxAckPending = true, 1, DefaultMaxAckPending
+	return c
 }
 
 // Validate checks a declaration before it reaches a server.
@@ -125,13 +157,23 @@ func (c Consumer) Validate() error {
 
 // Consumer defaults.
 const (
-	DefaultAckWait       = 30 * time.Second
-	DefaultMaxDeliver    = 10
+	// DefaultAckWait bounds how long a crashed consumer's message waits
+	// before it is delivered again (to another replica, or to the restarted
+	// one): seconds, not the stall of 30 s a long ack wait costs every
+	// crash. Handlers that run longer are kept alive by progress acks.
+	DefaultAckWait    = 4 * time.Second
+	DefaultMaxDeliver = 10
+	// DefaultMaxAckPending is what an Unordered consumer holds in hand.
 	DefaultMaxAckPending = 1000
+	// OrderedMaxAckPending is every lifecycle consumer's: one message in
+	// hand, so the stream's order is the order of effects.
+	OrderedMaxAckPending = 1
 )
 
 // EventConsumer declares the consumer of a service's handler for one event
-// name across every pipeline.
+// name across every pipeline. It is ordered (OrderedMaxAckPending): the
+// lifecycle's effects follow the stream's order, also through crashes and
+// retries. Unordered and EveryReplica derive the other kinds.
 func EventConsumer(service, handler, name string) Consumer {
 	filter, err := FilterSubject("", name)
 	if err != nil {
@@ -145,13 +187,15 @@ func EventConsumer(service, handler, name string) Consumer {
 	}
 	return Consumer{
 		Service: service, Handler: handler, Stream: stream, FilterSubject: filter,
-		AckWait: DefaultAckWait, MaxDeliver: DefaultMaxDeliver, MaxAckPending: DefaultMaxAckPending,
+		AckWait: DefaultAckWait, MaxDeliver: DefaultMaxDeliver, MaxAckPending: OrderedMaxAckPending,
 	}
 }
 
 // JobConsumer declares the consumer of a training pool's work queue. Training
 // runs for minutes, so deliveries are few and each is kept alive by progress
-// acknowledgements rather than a long ack wait.
+// acknowledgements rather than a long ack wait: a killed worker's job goes
+// to another worker within DefaultAckWait. Jobs run in parallel (up to
+// MaxAckPending across the pool's workers); their order does not matter.
 func JobConsumer(pool string) Consumer {
 	subject, err := JobSubject(pool)
 	if err != nil {
@@ -201,8 +245,12 @@ func ServiceConsumers() map[string][]Consumer {
 		},
 		ServiceMonitor: {
 			EventConsumer(ServiceMonitor, "features-materialized", FeaturesMaterialized),
-			EventConsumer(ServiceMonitor, "prediction-logged", PredictionLogged),
-			EventConsumer(ServiceMonitor, "label-received", LabelReceived),
+			// The join of predictions and labels is in JetStream KV, keyed
+			// by prediction id: any replica may take any of them, in any
+			// order.
+			EventConsumer(ServiceMonitor, "prediction-logged", PredictionLogged).Unordered(DefaultMaxAckPending),
+			EventConsumer(ServiceMonitor, "label-received", LabelReceived).Unordered(DefaultMaxAckPending),
+			// A prompt: the monitor reads the champion from the registry.
 			EventConsumer(ServiceMonitor, "model-promoted", ModelPromoted),
 		},
 		ServiceTrainer: {
@@ -219,15 +267,52 @@ func ServiceConsumers() map[string][]Consumer {
 		},
 		ServiceRegistry: {
 			EventConsumer(ServiceRegistry, "model-evaluated", ModelEvaluated),
+			// A completed deployment makes its version one that served (what
+			// a rollback returns to); a rolled-back one moves champion back.
+			EventConsumer(ServiceRegistry, "deployment-completed", DeploymentCompleted),
+			EventConsumer(ServiceRegistry, "deployment-rolledback", DeploymentRolledBack),
 		},
 		ServiceDeployer: {
-			EventConsumer(ServiceDeployer, "model-promoted", ModelPromoted),
-			// Labels of a canary's predictions judge its steps.
-			EventConsumer(ServiceDeployer, "label-received", LabelReceived),
-			// A changed spec.deployment reaches the models serving.
-			EventConsumer(ServiceDeployer, "pipeline-applied", PipelineApplied),
+			// Every replica counts the labels of the predictions it served
+			// during a rollout. The desired state (the registry's champion,
+			// the rollout's record, the spec) comes from watching its KV
+			// entries, not from events.
+			EventConsumer(ServiceDeployer, "label-received", LabelReceived).EveryReplica(),
 		},
 	}
+}
+
+// RetiredConsumer is a durable consumer a former version of a service
+// declared and this one does not: provisioning deletes it.
+type RetiredConsumer struct {
+	Service, Stream, Durable string
+	// Why it went.
+	Why string
+}
+
+// RetiredConsumers lists the durable consumers no service reads any more.
+func RetiredConsumers() []RetiredConsumer {
+	return []RetiredConsumer{
+		{Service: ServiceDeployer, Stream: StreamEvents, Durable: "deployer_model-promoted",
+			Why: "the deployer watches the registry's record instead"},
+		{Service: ServiceDeployer, Stream: StreamEvents, Durable: "deployer_pipeline-applied",
+			Why: "every deployer replica watches gyre-pipelines instead"},
+		{Service: ServiceDeployer, Stream: StreamEvents, Durable: "deployer_label-received",
+			Why: "every deployer replica reads the labels with a consumer of its own"},
+	}
+}
+
+// DurableConsumers returns every service's durable consumers (what a
+// server holds once provisioned; per-replica ones are made by each
+// replica as it subscribes), sorted by durable name.
+func DurableConsumers() []Consumer {
+	var out []Consumer
+	for _, c := range AllConsumers() {
+		if !c.PerReplica {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // AllConsumers returns every service's consumers, sorted by durable name.
@@ -250,6 +335,13 @@ const (
 	// BucketOnline is the online feature store (JetStream KV): one key per
 	// materialised row, <pipeline>.<batch key>.<row>.
 	BucketOnline = "gyre-online"
+	// BucketLeases holds the leases of roles one replica at a time holds
+	// (the deployer's rollout controller, the trainer's scheduler): a key
+	// per role, renewed by its holder, gone LeaseTTL after its last renewal.
+	BucketLeases = "gyre-leases"
+	// BucketJoins is the monitor's join of sampled predictions with their
+	// labels, one key per prediction id, shared by every monitor replica.
+	BucketJoins = "gyre-joins"
 
 	ObjectBatches  = "gyre-batches"
 	ObjectFeatures = "gyre-features"
@@ -258,6 +350,15 @@ const (
 
 // WorkerHeartbeatTTL is how long a worker's heartbeat key lives without renewal.
 const WorkerHeartbeatTTL = 30 * time.Second
+
+// LeaseTTL is how long a lease outlives its holder's last renewal: the
+// longest a role stays without a holder after its holder dies. Holders renew
+// every third of it and stop acting before it runs out.
+const LeaseTTL = 6 * time.Second
+
+// JoinTTL is how long a logged prediction waits in gyre-joins for its label
+// (and a label for its prediction): the prediction stream's retention.
+const JoinTTL = 72 * time.Hour
 
 // KeyValues declares every key-value bucket.
 func KeyValues() []jetstream.KeyValueConfig {
@@ -268,6 +369,8 @@ func KeyValues() []jetstream.KeyValueConfig {
 		{Bucket: BucketWorkers, Description: "trainer worker heartbeats", History: 1, TTL: WorkerHeartbeatTTL, Storage: jetstream.FileStorage},
 		{Bucket: BucketState, Description: "per-service processing state (windows, cooldowns, references)", History: 1, Storage: jetstream.FileStorage},
 		{Bucket: BucketOnline, Description: "online feature store: one row per key <pipeline>.<batch>.<row>", History: 1, Storage: jetstream.FileStorage},
+		{Bucket: BucketLeases, Description: "leases of roles one replica holds at a time", History: 1, TTL: LeaseTTL, Storage: jetstream.FileStorage},
+		{Bucket: BucketJoins, Description: "monitor: sampled predictions joined with their labels, by prediction id", History: 1, TTL: JoinTTL, Storage: jetstream.FileStorage},
 	}
 }
 

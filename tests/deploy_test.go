@@ -28,6 +28,7 @@ import (
 	"go.starlark.net/starlarkstruct"
 	"go.starlark.net/syntax"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -67,6 +68,7 @@ func TestDeployLayout(t *testing.T) {
 			r := render(t, filepath.Join(root, "infra/k8s/overlays", overlay))
 			renders[overlay] = r
 			checkWorkloads(t, r, envs, overlay == "prod")
+			checkReplicas(t, r)
 			checkServices(t, r)
 			checkNATS(t, r, overlay == "dev")
 			if overlay == "prod" {
@@ -302,6 +304,8 @@ type rendered struct {
 	services     []corev1.Service
 	configMaps   map[string]corev1.ConfigMap
 	scaled       []scaledObject
+	pdbs         []policyv1.PodDisruptionBudget
+	hpas         []autoscalingv2.HorizontalPodAutoscaler
 }
 
 // scaledObject is the part of KEDA's ScaledObject (keda.sh/v1alpha1) the
@@ -367,7 +371,11 @@ func render(t *testing.T, dir string) rendered {
 			r.configMaps[cm.Name] = cm
 			continue
 		case "PodDisruptionBudget":
-			target = &policyv1.PodDisruptionBudget{}
+			r.pdbs = append(r.pdbs, policyv1.PodDisruptionBudget{})
+			target = &r.pdbs[len(r.pdbs)-1]
+		case "HorizontalPodAutoscaler":
+			r.hpas = append(r.hpas, autoscalingv2.HorizontalPodAutoscaler{})
+			target = &r.hpas[len(r.hpas)-1]
 		case "ScaledObject":
 			r.scaled = append(r.scaled, scaledObject{})
 			target = &r.scaled[len(r.scaled)-1]
@@ -528,6 +536,63 @@ func podTemplates(r rendered) []corev1.PodTemplateSpec {
 		out = append(out, s.Spec.Template)
 	}
 	return out
+}
+
+// checkReplicas checks how each Deployment runs beside itself: the
+// deployer and the monitor at two replicas or more, each with a
+// PodDisruptionBudget, the deployer autoscaled by an HPA; a service whose
+// replicas share durable consumers is updated by Recreate, so that two
+// versions never read one consumer side by side; the deployer, which shares
+// none and serves, rolls with no replica unavailable.
+func checkReplicas(t *testing.T, r rendered) {
+	t.Helper()
+	byName := map[string]appsv1.Deployment{}
+	for _, d := range r.deployments {
+		byName[d.Name] = d
+	}
+	for _, name := range []string{events.ServiceDeployer, events.ServiceMonitor} {
+		d, ok := byName[name]
+		if !ok {
+			t.Errorf("no Deployment %s", name)
+			continue
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+			t.Errorf("Deployment %s: replicas %v, want 2 or more", name, d.Spec.Replicas)
+		}
+		covered := false
+		for _, p := range r.pdbs {
+			if p.Spec.Selector != nil && p.Spec.Selector.MatchLabels["app.kubernetes.io/name"] == name {
+				covered = p.Spec.MaxUnavailable != nil || p.Spec.MinAvailable != nil
+			}
+		}
+		if !covered {
+			t.Errorf("Deployment %s: no PodDisruptionBudget selects it", name)
+		}
+	}
+	scaled := false
+	for _, h := range r.hpas {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == events.ServiceDeployer {
+			scaled = h.Spec.MinReplicas != nil && *h.Spec.MinReplicas >= 2 && h.Spec.MaxReplicas >= *h.Spec.MinReplicas
+		}
+	}
+	if !scaled {
+		t.Errorf("no HorizontalPodAutoscaler scales the deployer from 2 replicas up")
+	}
+	for _, d := range r.deployments {
+		svc := d.Spec.Template.Labels["app.kubernetes.io/name"]
+		shared := false
+		for _, c := range events.ServiceConsumers()[svc] {
+			shared = shared || !c.PerReplica
+		}
+		st := d.Spec.Strategy
+		if shared && st.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("Deployment %s: strategy %q; its replicas share durable consumers, want Recreate", d.Name, st.Type)
+		}
+		if svc == events.ServiceDeployer && (st.Type != appsv1.RollingUpdateDeploymentStrategyType ||
+			st.RollingUpdate == nil || st.RollingUpdate.MaxUnavailable == nil || st.RollingUpdate.MaxUnavailable.IntValue() != 0) {
+			t.Errorf("Deployment %s: strategy %+v; it serves, want RollingUpdate with maxUnavailable 0", d.Name, st)
+		}
+	}
 }
 
 // checkServices checks that every Service selects pods and that its target

@@ -193,7 +193,7 @@ func takeSnapshot(t *testing.T, js jetstream.JetStream) snapshot {
 		}
 		s.streamCreated[name] = st.CachedInfo().Created
 	}
-	for _, c := range events.AllConsumers() {
+	for _, c := range events.DurableConsumers() {
 		cons, err := js.Consumer(ctx, c.Stream, c.Durable())
 		if err != nil {
 			t.Fatalf("consumer %s/%s: %v", c.Stream, c.Durable(), err)
@@ -226,7 +226,7 @@ func TestUpAsProcess(t *testing.T) {
 	bin := buildGyre(t, tmp)
 	args := []string{"--nats", srv.URL, "--http", "127.0.0.1:0", "--data-dir", tmp}
 	topology := bus.FullTopology()
-	want := len(topology.Streams) + len(topology.Consumers) + len(topology.KeyValues) + len(topology.ObjectStores)
+	want := len(topology.Streams) + len(events.DurableConsumers()) + len(topology.KeyValues) + len(topology.ObjectStores)
 
 	first := startUp(t, bin, args...)
 	if _, err := os.Stat(filepath.Join(tmp, "up.json")); err != nil {

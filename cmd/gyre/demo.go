@@ -29,6 +29,7 @@ import (
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/settle"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
 	"github.com/gyrehq/gyre/services/dashboard"
@@ -379,7 +380,7 @@ func (r *demoRun) settle(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	return settle(ctx, r.js, r.o.settleTimeout)
+	return settle.Wait(ctx, r.js, r.o.settleTimeout)
 }
 
 func (r *demoRun) progress(w io.Writer, done int, started time.Time) {

@@ -264,8 +264,11 @@ func newRollbackCmd() *cobra.Command {
 		Use:   "rollback PIPELINE",
 		Short: "Return the pipeline's champion to the previous version",
 		Long: `Make the previous version the champion of PIPELINE again, and emit model.promoted
-(reason "rollback"). The version rolled back from does not become previous: previous
-becomes the champion before the one restored, so rolling back again keeps going back.
+(reason "rollback"). Previous is the newest version, other than the champion, whose
+deployment completed (it served all traffic): a version that failed its rollout never is.
+The version rolled back from is withdrawn and does not become previous, so rolling back
+again keeps going back. The deployer rolls the champion out, and the monitor and the
+evaluator follow it.
 
 This is what the registry service's POST /v1/pipelines/{pipeline}/rollback does, done
 here directly on the registry bucket.`,
@@ -273,7 +276,7 @@ here directly on the registry bucket.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMove(cmd.Context(), o, args[0], cmd.OutOrStdout(), func(ctx context.Context, r *registry.Registrar) (registry.Promotion, error) {
-				return r.Rollback(ctx, args[0])
+				return r.Rollback(ctx, args[0], "gyre rollback")
 			})
 		},
 	}

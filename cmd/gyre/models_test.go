@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
@@ -19,9 +21,10 @@ import (
 func registered(t *testing.T, env *looptest.Env, p string, verdicts ...string) {
 	t.Helper()
 	r := registry.NewRegistrar(env.Buckets.Registry, env.Pub)
+	champion := int64(0)
 	for i, verdict := range verdicts {
 		rid := fmt.Sprintf("req-%d", i+1)
-		_, err := r.Register(env.Ctx(), registry.Evaluation{
+		reg, err := r.Register(env.Ctx(), registry.Evaluation{
 			EventID: "evaluated-" + rid, CorrelationID: "corr-" + rid,
 			Evaluated: &gyrev1.ModelEvaluated{
 				Pipeline: p, RequestId: rid, Verdict: verdict, Algorithm: "gbdt",
@@ -30,10 +33,18 @@ func registered(t *testing.T, env *looptest.Env, p string, verdicts ...string) {
 				EvalBatchId:       "b9",
 				Lineage: &gyrev1.Lineage{BatchIds: []string{"b1", "b2"}, FeatureSetVersion: "fs-1", TrainingRequestId: rid, Reason: "drift",
 					EventIds: []string{"drift-" + rid, "requested-" + rid, "completed-" + rid, "evaluated-" + rid}},
+				ChampionAtEvaluation: proto.Int64(champion),
 			},
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if reg.Promoted != nil {
+			// The deployer rolled it out: it served all traffic.
+			champion = reg.Version.Version
+			if err := r.Completed(env.Ctx(), registry.Deployed{Pipeline: p, Version: champion, Generation: reg.Promoted.Seq}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

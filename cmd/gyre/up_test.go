@@ -135,7 +135,7 @@ func TestUpProvisionsServesAndStopsCleanly(t *testing.T) {
 	srv := natstest.Start(t)
 	dir := t.TempDir()
 	topology := bus.FullTopology()
-	wantLines := len(topology.Streams) + len(topology.Consumers) + len(topology.KeyValues) + len(topology.ObjectStores)
+	wantLines := len(topology.Streams) + len(events.DurableConsumers()) + len(topology.KeyValues) + len(topology.ObjectStores)
 
 	inv, state, stop := runUpUntilReady(t, srv.URL, dir)
 	if state.NATSURL != srv.URL || !strings.HasPrefix(state.HTTPURL, "http://127.0.0.1:") || state.StartedAt.IsZero() {
@@ -177,7 +177,7 @@ func TestUpProvisionsServesAndStopsCleanly(t *testing.T) {
 			t.Errorf("stream %s: %v", s, err)
 		}
 	}
-	for _, c := range events.AllConsumers() {
+	for _, c := range events.DurableConsumers() {
 		if _, err := js.Consumer(ctx, c.Stream, c.Durable()); err != nil {
 			t.Errorf("consumer %s/%s: %v", c.Stream, c.Durable(), err)
 		}

@@ -43,7 +43,11 @@ type DeploymentStarted struct {
 	// The artifact being loaded.
 	Artifact *ObjectRef `protobuf:"bytes,7,opt,name=artifact,proto3" json:"artifact,omitempty"`
 	// Why: "promoted" (model.promoted), "manual" or "rollback".
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Generation of the registry's champion this deployment rolls out
+	// (ModelPromoted.generation): the registry applies a deployment's outcome
+	// only while it is still the newest generation.
+	Generation    int64 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -134,6 +138,13 @@ func (x *DeploymentStarted) GetReason() string {
 	return ""
 }
 
+func (x *DeploymentStarted) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // DeploymentProgressed (dev.gyre.deployment.progressed.v1): a rollout moved
 // to its next step: a canary's next share of traffic, or a blue-green
 // switch of all traffic to the verified candidate (step 1, 100 %).
@@ -161,7 +172,11 @@ type DeploymentProgressed struct {
 	// predictions against the champion's), "trafficPercent": 10}; for a
 	// blue-green switch, its verification: {"verifiedRequests",
 	// "verifiedRows", "verifyAgreement", "verifyPredictionDrift", "verifyMs"}.
-	Figures       map[string]float64 `protobuf:"bytes,8,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Figures map[string]float64 `protobuf:"bytes,8,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Generation of the registry's champion this deployment rolls out
+	// (ModelPromoted.generation): the registry applies a deployment's outcome
+	// only while it is still the newest generation.
+	Generation    int64 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -252,6 +267,13 @@ func (x *DeploymentProgressed) GetFigures() map[string]float64 {
 	return nil
 }
 
+func (x *DeploymentProgressed) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // DeploymentCompleted (dev.gyre.deployment.completed.v1): a rollout
 // finished: model_version serves all traffic (a shadow that passed its
 // judgement is promoted to all of it).
@@ -273,7 +295,11 @@ type DeploymentCompleted struct {
 	// DeploymentProgressed.figures); empty for an immediate swap.
 	Figures map[string]float64 `protobuf:"bytes,7,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
 	// Rollout time in milliseconds.
-	DurationMs    int64 `protobuf:"varint,8,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	DurationMs int64 `protobuf:"varint,8,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// Generation of the registry's champion this deployment rolled out
+	// (ModelPromoted.generation): the registry records the version as served
+	// successfully, and makes it what a rollback returns to.
+	Generation    int64 `protobuf:"varint,9,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -364,6 +390,13 @@ func (x *DeploymentCompleted) GetDurationMs() int64 {
 	return 0
 }
 
+func (x *DeploymentCompleted) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // DeploymentRolledBack (dev.gyre.deployment.rolledback.v1): a rollout was
 // abandoned and the previous version restored.
 type DeploymentRolledBack struct {
@@ -390,7 +423,11 @@ type DeploymentRolledBack struct {
 	// version 5".
 	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Figures that triggered it (same keys as DeploymentProgressed.figures).
-	Figures       map[string]float64 `protobuf:"bytes,9,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	Figures map[string]float64 `protobuf:"bytes,9,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// Generation of the registry's champion this deployment rolls out
+	// (ModelPromoted.generation): the registry applies a deployment's outcome
+	// only while it is still the newest generation.
+	Generation    int64 `protobuf:"varint,10,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -486,6 +523,13 @@ func (x *DeploymentRolledBack) GetFigures() map[string]float64 {
 		return x.Figures
 	}
 	return nil
+}
+
+func (x *DeploymentRolledBack) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // Prediction is one sampled prediction.
@@ -806,7 +850,7 @@ var File_gyre_v1_deployment_proto protoreflect.FileDescriptor
 
 const file_gyre_v1_deployment_proto_rawDesc = "" +
 	"\n" +
-	"\x18gyre/v1/deployment.proto\x12\agyre.v1\x1a\x14gyre/v1/common.proto\"\x9e\x02\n" +
+	"\x18gyre/v1/deployment.proto\x12\agyre.v1\x1a\x14gyre/v1/common.proto\"\xbe\x02\n" +
 	"\x11DeploymentStarted\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\x12#\n" +
@@ -815,7 +859,10 @@ const file_gyre_v1_deployment_proto_rawDesc = "" +
 	"\bstrategy\x18\x05 \x01(\tR\bstrategy\x12\x14\n" +
 	"\x05steps\x18\x06 \x03(\x05R\x05steps\x12.\n" +
 	"\bartifact\x18\a \x01(\v2\x12.gyre.v1.ObjectRefR\bartifact\x12\x16\n" +
-	"\x06reason\x18\b \x01(\tR\x06reason\"\x82\x03\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"generation\x18\t \x01(\x03R\n" +
+	"generation\"\xa2\x03\n" +
 	"\x14DeploymentProgressed\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\x12#\n" +
@@ -824,10 +871,13 @@ const file_gyre_v1_deployment_proto_rawDesc = "" +
 	"\bstrategy\x18\x05 \x01(\tR\bstrategy\x12\x12\n" +
 	"\x04step\x18\x06 \x01(\x05R\x04step\x12'\n" +
 	"\x0ftraffic_percent\x18\a \x01(\x05R\x0etrafficPercent\x12D\n" +
-	"\afigures\x18\b \x03(\v2*.gyre.v1.DeploymentProgressed.FiguresEntryR\afigures\x1a:\n" +
+	"\afigures\x18\b \x03(\v2*.gyre.v1.DeploymentProgressed.FiguresEntryR\afigures\x12\x1e\n" +
+	"\n" +
+	"generation\x18\t \x01(\x03R\n" +
+	"generation\x1a:\n" +
 	"\fFiguresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x8d\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xad\x03\n" +
 	"\x13DeploymentCompleted\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\x12#\n" +
@@ -837,10 +887,13 @@ const file_gyre_v1_deployment_proto_rawDesc = "" +
 	"\x0ftraffic_percent\x18\x06 \x01(\x05R\x0etrafficPercent\x12C\n" +
 	"\afigures\x18\a \x03(\v2).gyre.v1.DeploymentCompleted.FiguresEntryR\afigures\x12\x1f\n" +
 	"\vduration_ms\x18\b \x01(\x03R\n" +
-	"durationMs\x1a:\n" +
+	"durationMs\x12\x1e\n" +
+	"\n" +
+	"generation\x18\t \x01(\x03R\n" +
+	"generation\x1a:\n" +
 	"\fFiguresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x9a\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xba\x03\n" +
 	"\x14DeploymentRolledBack\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\x12#\n" +
@@ -850,7 +903,11 @@ const file_gyre_v1_deployment_proto_rawDesc = "" +
 	"\x04step\x18\x06 \x01(\x05R\x04step\x12'\n" +
 	"\x0ftraffic_percent\x18\a \x01(\x05R\x0etrafficPercent\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12D\n" +
-	"\afigures\x18\t \x03(\v2*.gyre.v1.DeploymentRolledBack.FiguresEntryR\afigures\x1a:\n" +
+	"\afigures\x18\t \x03(\v2*.gyre.v1.DeploymentRolledBack.FiguresEntryR\afigures\x12\x1e\n" +
+	"\n" +
+	"generation\x18\n" +
+	" \x01(\x03R\n" +
+	"generation\x1a:\n" +
 	"\fFiguresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xf6\x02\n" +

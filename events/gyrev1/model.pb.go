@@ -167,9 +167,16 @@ type ModelEvaluated struct {
 	// Inputs and outputs of the candidate.
 	Schema *ModelSchema `protobuf:"bytes,17,opt,name=schema,proto3" json:"schema,omitempty"`
 	// Where the candidate comes from.
-	Lineage       *Lineage `protobuf:"bytes,18,opt,name=lineage,proto3" json:"lineage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lineage *Lineage `protobuf:"bytes,18,opt,name=lineage,proto3" json:"lineage,omitempty"`
+	// The registry's champion when the candidate was judged (0: none),
+	// whether or not it could be scored. The registry promotes a blessed
+	// candidate only while this version is still champion: a verdict judged
+	// against a champion since replaced is registered but not promoted, with
+	// that reason. Absent from evaluators older than this field, whose
+	// champion_version stands in for it.
+	ChampionAtEvaluation *int64 `protobuf:"varint,19,opt,name=champion_at_evaluation,json=championAtEvaluation,proto3,oneof" json:"champion_at_evaluation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ModelEvaluated) Reset() {
@@ -326,6 +333,13 @@ func (x *ModelEvaluated) GetLineage() *Lineage {
 		return x.Lineage
 	}
 	return nil
+}
+
+func (x *ModelEvaluated) GetChampionAtEvaluation() int64 {
+	if x != nil && x.ChampionAtEvaluation != nil {
+		return *x.ChampionAtEvaluation
+	}
+	return 0
 }
 
 // ModelRegistered (dev.gyre.model.registered.v1): the registry recorded a
@@ -488,8 +502,10 @@ type ModelPromoted struct {
 	Alias string `protobuf:"bytes,3,opt,name=alias,proto3" json:"alias,omitempty"`
 	// Version the alias pointed to before; 0 when none.
 	PreviousVersion int64 `protobuf:"varint,4,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	// Why: "blessed" (automatic), "manual" (`gyre promote`) or "rollback"
-	// (`gyre rollback`).
+	// Why: "blessed" (automatic), "manual" (`gyre promote`), "rollback"
+	// (`gyre rollback`) or "rolledback" (the deployer rolled the champion's
+	// rollout back: champion returns to the version that kept serving; cause
+	// and figures say why).
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The artifact of model_version.
 	Artifact *ObjectRef `protobuf:"bytes,6,opt,name=artifact,proto3" json:"artifact,omitempty"`
@@ -502,7 +518,21 @@ type ModelPromoted struct {
 	// Inputs and outputs of model_version.
 	Schema *ModelSchema `protobuf:"bytes,10,opt,name=schema,proto3" json:"schema,omitempty"`
 	// Where model_version comes from.
-	Lineage       *Lineage `protobuf:"bytes,11,opt,name=lineage,proto3" json:"lineage,omitempty"`
+	Lineage *Lineage `protobuf:"bytes,11,opt,name=lineage,proto3" json:"lineage,omitempty"`
+	// Generation of the pipeline's registry record: the number of the alias
+	// move, 1, 2, … per pipeline, never reused. The registry's record is the
+	// desired state; a service that has applied generation G ignores a
+	// promotion of generation G or lower (a redelivery or a stale event).
+	Generation int64 `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
+	// For reason "rolledback": why the deployer rolled the rollout back
+	// (DeploymentRolledBack.reason), e.g. "errorRate 0.05 > maxErrorRate 0.02
+	// (…)"; for "rollback": who asked.
+	Cause string `protobuf:"bytes,13,opt,name=cause,proto3" json:"cause,omitempty"`
+	// For reason "rolledback": the figures that decided it
+	// (DeploymentRolledBack.figures).
+	Figures map[string]float64 `protobuf:"bytes,14,rep,name=figures,proto3" json:"figures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// For reason "rolledback": the deployment rolled back.
+	DeploymentId  string `protobuf:"bytes,15,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +644,34 @@ func (x *ModelPromoted) GetLineage() *Lineage {
 	return nil
 }
 
+func (x *ModelPromoted) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ModelPromoted) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *ModelPromoted) GetFigures() map[string]float64 {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *ModelPromoted) GetDeploymentId() string {
+	if x != nil {
+		return x.DeploymentId
+	}
+	return ""
+}
+
 var File_gyre_v1_model_proto protoreflect.FileDescriptor
 
 const file_gyre_v1_model_proto_rawDesc = "" +
@@ -626,7 +684,7 @@ const file_gyre_v1_model_proto_rawDesc = "" +
 	"\tthreshold\x18\x04 \x01(\x01R\tthreshold\x12%\n" +
 	"\x0echampion_value\x18\x05 \x01(\x01R\rchampionValue\x12\x16\n" +
 	"\x06passed\x18\x06 \x01(\bR\x06passed\x12\x18\n" +
-	"\amessage\x18\a \x01(\tR\amessage\"\x9e\b\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"\xf4\b\n" +
 	"\x0eModelEvaluated\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x1d\n" +
 	"\n" +
@@ -647,7 +705,8 @@ const file_gyre_v1_model_proto_rawDesc = "" +
 	"\x10training_metrics\x18\x0f \x03(\v2,.gyre.v1.ModelEvaluated.TrainingMetricsEntryR\x0ftrainingMetrics\x120\n" +
 	"\treference\x18\x10 \x01(\v2\x12.gyre.v1.ObjectRefR\treference\x12,\n" +
 	"\x06schema\x18\x11 \x01(\v2\x14.gyre.v1.ModelSchemaR\x06schema\x12*\n" +
-	"\alineage\x18\x12 \x01(\v2\x10.gyre.v1.LineageR\alineage\x1aC\n" +
+	"\alineage\x18\x12 \x01(\v2\x10.gyre.v1.LineageR\alineage\x129\n" +
+	"\x16champion_at_evaluation\x18\x13 \x01(\x03H\x00R\x14championAtEvaluation\x88\x01\x01\x1aC\n" +
 	"\x15CandidateMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aB\n" +
@@ -656,7 +715,8 @@ const file_gyre_v1_model_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aB\n" +
 	"\x14TrainingMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xac\x05\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B\x19\n" +
+	"\x17_champion_at_evaluation\"\xac\x05\n" +
 	"\x0fModelRegistered\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12\x18\n" +
@@ -676,7 +736,7 @@ const file_gyre_v1_model_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1aB\n" +
 	"\x14TrainingMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xfe\x03\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xd4\x05\n" +
 	"\rModelPromoted\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12\x14\n" +
@@ -689,8 +749,17 @@ const file_gyre_v1_model_proto_rawDesc = "" +
 	"\ametrics\x18\t \x03(\v2#.gyre.v1.ModelPromoted.MetricsEntryR\ametrics\x12,\n" +
 	"\x06schema\x18\n" +
 	" \x01(\v2\x14.gyre.v1.ModelSchemaR\x06schema\x12*\n" +
-	"\alineage\x18\v \x01(\v2\x10.gyre.v1.LineageR\alineage\x1a:\n" +
+	"\alineage\x18\v \x01(\v2\x10.gyre.v1.LineageR\alineage\x12\x1e\n" +
+	"\n" +
+	"generation\x18\f \x01(\x03R\n" +
+	"generation\x12\x14\n" +
+	"\x05cause\x18\r \x01(\tR\x05cause\x12=\n" +
+	"\afigures\x18\x0e \x03(\v2#.gyre.v1.ModelPromoted.FiguresEntryR\afigures\x12#\n" +
+	"\rdeployment_id\x18\x0f \x01(\tR\fdeploymentId\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a:\n" +
+	"\fFiguresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B-Z+github.com/gyrehq/gyre/events/gyrev1;gyrev1b\x06proto3"
 
@@ -706,7 +775,7 @@ func file_gyre_v1_model_proto_rawDescGZIP() []byte {
 	return file_gyre_v1_model_proto_rawDescData
 }
 
-var file_gyre_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gyre_v1_model_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_gyre_v1_model_proto_goTypes = []any{
 	(*Gate)(nil),            // 0: gyre.v1.Gate
 	(*ModelEvaluated)(nil),  // 1: gyre.v1.ModelEvaluated
@@ -718,38 +787,40 @@ var file_gyre_v1_model_proto_goTypes = []any{
 	nil,                     // 7: gyre.v1.ModelRegistered.MetricsEntry
 	nil,                     // 8: gyre.v1.ModelRegistered.TrainingMetricsEntry
 	nil,                     // 9: gyre.v1.ModelPromoted.MetricsEntry
-	(*ObjectRef)(nil),       // 10: gyre.v1.ObjectRef
-	(*structpb.Struct)(nil), // 11: google.protobuf.Struct
-	(*ModelSchema)(nil),     // 12: gyre.v1.ModelSchema
-	(*Lineage)(nil),         // 13: gyre.v1.Lineage
+	nil,                     // 10: gyre.v1.ModelPromoted.FiguresEntry
+	(*ObjectRef)(nil),       // 11: gyre.v1.ObjectRef
+	(*structpb.Struct)(nil), // 12: google.protobuf.Struct
+	(*ModelSchema)(nil),     // 13: gyre.v1.ModelSchema
+	(*Lineage)(nil),         // 14: gyre.v1.Lineage
 }
 var file_gyre_v1_model_proto_depIdxs = []int32{
-	10, // 0: gyre.v1.ModelEvaluated.candidate_artifact:type_name -> gyre.v1.ObjectRef
+	11, // 0: gyre.v1.ModelEvaluated.candidate_artifact:type_name -> gyre.v1.ObjectRef
 	4,  // 1: gyre.v1.ModelEvaluated.candidate_metrics:type_name -> gyre.v1.ModelEvaluated.CandidateMetricsEntry
 	5,  // 2: gyre.v1.ModelEvaluated.champion_metrics:type_name -> gyre.v1.ModelEvaluated.ChampionMetricsEntry
 	0,  // 3: gyre.v1.ModelEvaluated.gates:type_name -> gyre.v1.Gate
-	11, // 4: gyre.v1.ModelEvaluated.params:type_name -> google.protobuf.Struct
+	12, // 4: gyre.v1.ModelEvaluated.params:type_name -> google.protobuf.Struct
 	6,  // 5: gyre.v1.ModelEvaluated.training_metrics:type_name -> gyre.v1.ModelEvaluated.TrainingMetricsEntry
-	10, // 6: gyre.v1.ModelEvaluated.reference:type_name -> gyre.v1.ObjectRef
-	12, // 7: gyre.v1.ModelEvaluated.schema:type_name -> gyre.v1.ModelSchema
-	13, // 8: gyre.v1.ModelEvaluated.lineage:type_name -> gyre.v1.Lineage
-	10, // 9: gyre.v1.ModelRegistered.artifact:type_name -> gyre.v1.ObjectRef
-	10, // 10: gyre.v1.ModelRegistered.reference:type_name -> gyre.v1.ObjectRef
-	11, // 11: gyre.v1.ModelRegistered.params:type_name -> google.protobuf.Struct
+	11, // 6: gyre.v1.ModelEvaluated.reference:type_name -> gyre.v1.ObjectRef
+	13, // 7: gyre.v1.ModelEvaluated.schema:type_name -> gyre.v1.ModelSchema
+	14, // 8: gyre.v1.ModelEvaluated.lineage:type_name -> gyre.v1.Lineage
+	11, // 9: gyre.v1.ModelRegistered.artifact:type_name -> gyre.v1.ObjectRef
+	11, // 10: gyre.v1.ModelRegistered.reference:type_name -> gyre.v1.ObjectRef
+	12, // 11: gyre.v1.ModelRegistered.params:type_name -> google.protobuf.Struct
 	7,  // 12: gyre.v1.ModelRegistered.metrics:type_name -> gyre.v1.ModelRegistered.MetricsEntry
 	8,  // 13: gyre.v1.ModelRegistered.training_metrics:type_name -> gyre.v1.ModelRegistered.TrainingMetricsEntry
-	12, // 14: gyre.v1.ModelRegistered.schema:type_name -> gyre.v1.ModelSchema
-	13, // 15: gyre.v1.ModelRegistered.lineage:type_name -> gyre.v1.Lineage
-	10, // 16: gyre.v1.ModelPromoted.artifact:type_name -> gyre.v1.ObjectRef
-	10, // 17: gyre.v1.ModelPromoted.reference:type_name -> gyre.v1.ObjectRef
+	13, // 14: gyre.v1.ModelRegistered.schema:type_name -> gyre.v1.ModelSchema
+	14, // 15: gyre.v1.ModelRegistered.lineage:type_name -> gyre.v1.Lineage
+	11, // 16: gyre.v1.ModelPromoted.artifact:type_name -> gyre.v1.ObjectRef
+	11, // 17: gyre.v1.ModelPromoted.reference:type_name -> gyre.v1.ObjectRef
 	9,  // 18: gyre.v1.ModelPromoted.metrics:type_name -> gyre.v1.ModelPromoted.MetricsEntry
-	12, // 19: gyre.v1.ModelPromoted.schema:type_name -> gyre.v1.ModelSchema
-	13, // 20: gyre.v1.ModelPromoted.lineage:type_name -> gyre.v1.Lineage
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	13, // 19: gyre.v1.ModelPromoted.schema:type_name -> gyre.v1.ModelSchema
+	14, // 20: gyre.v1.ModelPromoted.lineage:type_name -> gyre.v1.Lineage
+	10, // 21: gyre.v1.ModelPromoted.figures:type_name -> gyre.v1.ModelPromoted.FiguresEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_gyre_v1_model_proto_init() }
@@ -758,13 +829,14 @@ func file_gyre_v1_model_proto_init() {
 		return
 	}
 	file_gyre_v1_common_proto_init()
+	file_gyre_v1_model_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gyre_v1_model_proto_rawDesc), len(file_gyre_v1_model_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 )
 
@@ -173,4 +174,34 @@ var stableNamespace = uuid.MustParse("6f1c2a4e-8d3b-5e7f-9a0b-1c2d3e4f5a6b")
 // the same input, and JetStream's duplicate window stores the event once.
 func StableID(parts ...string) string {
 	return uuid.NewSHA1(stableNamespace, []byte(strings.Join(parts, "\x00"))).String()
+}
+
+// Position is where the message a handler is handling sits in its stream.
+type Position struct {
+	// Stream names the stream.
+	Stream string
+	// Seq is the message's stream sequence: assigned by the server when it
+	// stored the message, increasing in the stream, and the same on every
+	// redelivery, whichever replica gets it.
+	Seq uint64
+	// Stored is when the server stored the message.
+	Stored time.Time
+}
+
+// MessagePosition returns the stream position of the message whose handler
+// ctx is: what a handler keys on to put its effects in the stream's order
+// rather than in the order it happens to handle messages. ok is false
+// outside a handler.
+func MessagePosition(ctx context.Context) (Position, bool) {
+	// The router derives every handler's context from the message's, which
+	// carries the raw JetStream message (see Subscriber.deliver).
+	raw, ok := ctx.Value(rawMsgKey{}).(jetstream.Msg)
+	if !ok {
+		return Position{}, false
+	}
+	md, err := raw.Metadata()
+	if err != nil {
+		return Position{}, false
+	}
+	return Position{Stream: md.Stream, Seq: md.Sequence.Stream, Stored: md.Timestamp}, true
 }

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -16,6 +17,7 @@ type Metrics struct {
 	deadLetters *prometheus.CounterVec
 	publishedN  *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
+	stale       *prometheus.CounterVec
 }
 
 // NewMetrics registers the bus collectors on reg, or reuses the ones already
@@ -47,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "gyre", Subsystem: "bus", Name: "messages_in_flight",
 			Help: "Messages delivered to a handler and not yet acknowledged.",
 		}, []string{"service", "handler"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "gyre", Name: "stale_ignored_total",
+			Help: "Inputs a service ignored because it had already applied newer state: a promotion of an older registry generation, a verdict judged against a champion since replaced, the outcome of a superseded deployment. Never applied; each is logged.",
+		}, []string{"service", "kind"}),
 	}
 	var err error
 	if m.handled, err = RegisterCollector(reg, m.handled); err != nil {
@@ -65,6 +71,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.inFlight, err = RegisterCollector(reg, m.inFlight); err != nil {
+		return nil, err
+	}
+	if m.stale, err = RegisterCollector(reg, m.stale); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -160,4 +169,32 @@ func (m *Metrics) published(service, ceType string) {
 		return
 	}
 	m.publishedN.WithLabelValues(service, ceType).Inc()
+}
+
+// StaleIgnored counts an input a service ignored as stale (see Stale).
+func (m *Metrics) StaleIgnored(service, kind string) {
+	if m == nil {
+		return
+	}
+	m.stale.WithLabelValues(service, kind).Inc()
+}
+
+type staleKey struct{}
+
+// staleSink is what a handler's context carries for Stale.
+type staleSink struct {
+	m       *Metrics
+	service string
+}
+
+// Stale records that the handler ignored its input, or part of it, because
+// the service has applied newer state already (kind names what: an event
+// name such as "model.promoted", or a decision such as "verdict"): one
+// warning with msg and attrs on the handler's logger, and one count of
+// gyre_stale_ignored_total{service,kind}. Outside a handler it only logs.
+func Stale(ctx context.Context, kind, msg string, attrs ...any) {
+	Logger(ctx).Warn(msg, append([]any{"stale", kind}, attrs...)...)
+	if s, ok := ctx.Value(staleKey{}).(staleSink); ok {
+		s.m.StaleIgnored(s.service, kind)
+	}
 }

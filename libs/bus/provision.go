@@ -15,8 +15,11 @@ import (
 // Topology is what a server must hold: streams, durable consumers, key-value
 // and object store buckets.
 type Topology struct {
-	Streams      []jetstream.StreamConfig
-	Consumers    []events.Consumer
+	Streams   []jetstream.StreamConfig
+	Consumers []events.Consumer
+	// Retired are durable consumers a former version declared: provisioning
+	// deletes them, so that no message waits on a consumer nobody reads.
+	Retired      []events.RetiredConsumer
 	KeyValues    []jetstream.KeyValueConfig
 	ObjectStores []jetstream.ObjectStoreConfig
 	// Replicas is how many copies a JetStream cluster keeps of each stream
@@ -33,6 +36,7 @@ func FullTopology() Topology {
 	return Topology{
 		Streams:      events.Streams(),
 		Consumers:    events.AllConsumers(),
+		Retired:      events.RetiredConsumers(),
 		KeyValues:    events.KeyValues(),
 		ObjectStores: events.ObjectStores(),
 	}
@@ -43,6 +47,12 @@ func FullTopology() Topology {
 func ServiceTopology(service string) Topology {
 	t := FullTopology()
 	t.Consumers = events.ServiceConsumers()[service]
+	t.Retired = nil
+	for _, r := range events.RetiredConsumers() {
+		if r.Service == service {
+			t.Retired = append(t.Retired, r)
+		}
+	}
 	return t
 }
 
@@ -54,6 +64,7 @@ const (
 	Created   Action = "created"
 	Updated   Action = "updated"
 	Unchanged Action = "unchanged"
+	Deleted   Action = "deleted"
 )
 
 // Change is one line of a provisioning report.
@@ -90,11 +101,24 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		report = append(report, c)
 	}
 	for _, decl := range t.Consumers {
+		if decl.PerReplica {
+			// Each replica makes its own when it subscribes.
+			continue
+		}
 		c, err := provisionConsumer(ctx, js, decl)
 		if err != nil {
 			return report, err
 		}
 		report = append(report, c)
+	}
+	for _, r := range t.Retired {
+		c, err := retireConsumer(ctx, js, r)
+		if err != nil {
+			return report, err
+		}
+		if c.Action != "" {
+			report = append(report, c)
+		}
 	}
 	for _, cfg := range t.KeyValues {
 		cfg.Replicas = max(cfg.Replicas, replicas)
@@ -283,6 +307,21 @@ func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jets
 		return ch, fmt.Errorf("update object store %s (replicas): %w", want.Bucket, err)
 	}
 	ch.Action, ch.Diff = Updated, []string{"replicas"}
+	return ch, nil
+}
+
+// retireConsumer deletes a retired durable consumer if the server still
+// has it; the change is empty when it had not.
+func retireConsumer(ctx context.Context, js jetstream.JetStream, r events.RetiredConsumer) (Change, error) {
+	ch := Change{Kind: "consumer", Name: r.Stream + "/" + r.Durable}
+	err := js.DeleteConsumer(ctx, r.Stream, r.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		return Change{}, nil
+	case err != nil:
+		return ch, fmt.Errorf("delete retired consumer %s: %w", ch.Name, err)
+	}
+	ch.Action, ch.Diff = Deleted, []string{r.Why}
 	return ch, nil
 }
 

@@ -29,7 +29,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	topo := bus.FullTopology()
-	total := len(topo.Streams) + len(topo.Consumers) + len(topo.KeyValues) + len(topo.ObjectStores)
+	total := len(topo.Streams) + len(events.DurableConsumers()) + len(topo.KeyValues) + len(topo.ObjectStores)
 
 	first, err := bus.Provision(ctx, js, topo)
 	if err != nil {
@@ -65,7 +65,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	}
 
 	// A declaration that changes a mutable setting updates in place, naming it.
-	changed := bus.Topology{Consumers: []events.Consumer{topo.Consumers[0]}, Streams: []jetstream.StreamConfig{topo.Streams[0]}}
+	changed := bus.Topology{Consumers: []events.Consumer{events.DurableConsumers()[0]}, Streams: []jetstream.StreamConfig{topo.Streams[0]}}
 	changed.Consumers[0].MaxDeliver++
 	changed.Streams[0].MaxAge += time.Hour
 	report, err := bus.Provision(ctx, js, changed)

@@ -220,6 +220,9 @@ func (r *Router) adapt(decl events.Consumer, h Handler) message.NoPublishHandler
 		ctx = WithCause(ctx, cause)
 		// The handler's logger is built only if the handler logs.
 		ctx = context.WithValue(ctx, loggerKey{}, &lazyLogger{base: r.cfg.Logger, handler: name, ev: &ev, correlationID: cause.CorrelationID})
+		if r.cfg.Metrics != nil {
+			ctx = context.WithValue(ctx, staleKey{}, staleSink{m: r.cfg.Metrics, service: r.cfg.Service})
+		}
 		if err := h(ctx, ev); err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())

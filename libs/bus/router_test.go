@@ -22,23 +22,23 @@ func TestHandleDeclared(t *testing.T) {
 	noop := func(context.Context, event.Event) error { return nil }
 	newRouter := func() *bus.Router {
 		// Registering subscribes nothing yet: no server is needed.
-		r, err := bus.NewRouter(nil, bus.RouterConfig{Service: events.ServiceDeployer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		r, err := bus.NewRouter(nil, bus.RouterConfig{Service: events.ServiceMonitor, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
 	}
 	all := map[string]bus.Handler{}
-	for _, c := range events.ServiceConsumers()[events.ServiceDeployer] {
+	for _, c := range events.ServiceConsumers()[events.ServiceMonitor] {
 		all[c.Handler] = noop
 	}
 	if len(all) < 2 {
-		t.Fatalf("the deployer declares %d consumers; the test wants at least 2", len(all))
+		t.Fatalf("the monitor declares %d consumers; the test wants at least 2", len(all))
 	}
 	if err := newRouter().HandleDeclared(all); err != nil {
 		t.Fatalf("HandleDeclared with every handler: %v", err)
 	}
-	missing := events.ServiceConsumers()[events.ServiceDeployer][1]
+	missing := events.ServiceConsumers()[events.ServiceMonitor][1]
 	some := map[string]bus.Handler{}
 	for h := range all {
 		if h != missing.Handler {

@@ -87,17 +87,17 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.started = true
 	s.mu.Unlock()
 
-	cons, err := s.js.Consumer(ctx, s.decl.Stream, s.decl.Durable())
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = s.js.CreateOrUpdateConsumer(ctx, s.decl.Stream, s.decl.Config())
-	}
+	cons, err := s.consumer(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", s.decl.Durable(), s.decl.Stream, err)
 	}
 	// A pull iterator rather than a Consume callback: workers take a message
 	// when they are free, so a handler that runs for minutes blocks nothing
 	// inside the client (heartbeats are only watched while waiting in Next).
-	it, err := cons.Messages(jetstream.PullMaxMessages(max(2*s.concurrency, 64)))
+	// It buffers no more than the server would deliver anyway: an ordered
+	// consumer's one message, else a few per worker, so that a crash leaves
+	// few messages waiting for their ack wait.
+	it, err := cons.Messages(jetstream.PullMaxMessages(max(1, min(max(2*s.concurrency, 64), s.decl.MaxAckPending))))
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", s.decl.Durable(), err)
 	}
@@ -124,6 +124,23 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		close(s.done)
 	}()
 	return out, nil
+}
+
+// consumer binds the declared durable consumer (creating it when it is
+// missing), or for a per-replica declaration makes this replica's ordered
+// consumer, from the newest message on.
+func (s *Subscriber) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	if s.decl.PerReplica {
+		return s.js.OrderedConsumer(ctx, s.decl.Stream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{s.decl.FilterSubject},
+			DeliverPolicy:  jetstream.DeliverNewPolicy,
+		})
+	}
+	cons, err := s.js.Consumer(ctx, s.decl.Stream, s.decl.Durable())
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = s.js.CreateOrUpdateConsumer(ctx, s.decl.Stream, s.decl.Config())
+	}
+	return cons, err
 }
 
 // work takes messages one at a time until the iterator is drained.
@@ -169,6 +186,17 @@ func (s *Subscriber) deliver(ctx context.Context, raw jetstream.Msg, out chan<- 
 	case out <- m:
 	case <-s.closing:
 		_ = raw.Nak()
+		return
+	}
+	if s.decl.PerReplica {
+		// An ordered consumer acknowledges nothing and redelivers nothing:
+		// the message is settled when the handler is done with it (a failure
+		// was dead-lettered by the router).
+		select {
+		case <-m.Acked():
+		case <-m.Nacked():
+			s.logger.Warn("per-replica message not handled; it is not redelivered", "consumer", s.decl.Durable(), "ce_id", id)
+		}
 		return
 	}
 

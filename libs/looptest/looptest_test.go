@@ -17,7 +17,7 @@ func TestNewFullAndAttach(t *testing.T) {
 	t.Parallel()
 	env := looptest.NewFull(t)
 	ctx := env.Ctx()
-	for _, c := range events.AllConsumers() {
+	for _, c := range events.DurableConsumers() {
 		if _, err := env.JS.Consumer(ctx, c.Stream, c.Durable()); err != nil {
 			t.Errorf("consumer %s: %v", c.Durable(), err)
 		}

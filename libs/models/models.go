@@ -27,8 +27,10 @@ const (
 	// AliasChampion names the version that serves: what the deployer rolls
 	// out and the monitor measures drift against.
 	AliasChampion = "champion"
-	// AliasPrevious names the champion before the current one: what a
-	// rollback returns to.
+	// AliasPrevious names what a rollback returns to: the newest version,
+	// other than the champion, whose deployment completed (it served all
+	// traffic), unless a rollback withdrew it since. A version that failed
+	// its rollout never becomes previous.
 	AliasPrevious = "previous"
 )
 
@@ -43,6 +45,9 @@ const (
 	ReasonBlessed  = "blessed"
 	ReasonManual   = "manual"
 	ReasonRollback = "rollback"
+	// ReasonRolledBack: the deployer rolled the champion's rollout back, and
+	// champion returned to the version that kept serving.
+	ReasonRolledBack = "rolledback"
 )
 
 // Registry is the record of one pipeline's models: the value of key
@@ -59,10 +64,27 @@ type Registry struct {
 	Requests map[string]int64 `json:"requests,omitempty"`
 	// Moves are the alias moves, oldest first (the newest MaxMoves).
 	Moves []Move `json:"moves,omitempty"`
-	// MoveSeq numbers the moves from 1; it keys model.promoted event ids.
-	MoveSeq   int64     `json:"moveSeq,omitempty"`
+	// MoveSeq numbers the moves from 1; it keys model.promoted event ids
+	// and is the record's generation (Generation).
+	MoveSeq int64 `json:"moveSeq,omitempty"`
+	// Served lists the deployments that completed (their version served all
+	// traffic), oldest first, the newest MaxServed: what previous is chosen
+	// from.
+	Served    []Served  `json:"served,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
+
+// Served is one completed deployment of a version.
+type Served struct {
+	Version int64 `json:"version"`
+	// Generation is the champion generation the deployment rolled out.
+	Generation   int64     `json:"generation"`
+	DeploymentID string    `json:"deploymentId,omitempty"`
+	At           time.Time `json:"at"`
+}
+
+// MaxServed bounds the served history kept in a record.
+const MaxServed = 50
 
 // MaxMoves bounds the alias history kept in a record.
 const MaxMoves = 200
@@ -96,6 +118,10 @@ type Version struct {
 	Schema    Schema    `json:"schema"`
 	Lineage   Lineage   `json:"lineage"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Withdrawn says why a rollback moved champion away from this version
+	// (empty while it was not): a withdrawn version is not what a later
+	// rollback returns to, until it is promoted again.
+	Withdrawn string `json:"withdrawn,omitempty"`
 }
 
 // Gate is the outcome of one evaluation gate.
@@ -156,11 +182,19 @@ type Move struct {
 	Previous int64     `json:"previous,omitempty"`
 	Reason   string    `json:"reason"`
 	At       time.Time `json:"at"`
-	// EventID is the model.promoted event of the move.
-	EventID string `json:"eventId,omitempty"`
+	// EventID is the model.promoted event of the move; CorrelationID the
+	// cascade it belongs to (what the deployments it causes carry).
+	EventID       string `json:"eventId,omitempty"`
+	CorrelationID string `json:"correlationId,omitempty"`
 	// RequestID is the training request whose registration made the move
 	// (automatic promotions only).
 	RequestID string `json:"requestId,omitempty"`
+	// Cause, Figures and DeploymentID say why a rollback moved champion: the
+	// deployer's reason and figures and the deployment rolled back (reason
+	// rolledback), or who asked (rollback).
+	Cause        string             `json:"cause,omitempty"`
+	Figures      map[string]float64 `json:"figures,omitempty"`
+	DeploymentID string             `json:"deploymentId,omitempty"`
 }
 
 // Get reads a pipeline's record; found is false when the pipeline has no
@@ -222,6 +256,134 @@ func (r *Registry) Alias(alias string) (*Version, bool) {
 
 // Champion returns the champion version, if any.
 func (r *Registry) Champion() (*Version, bool) { return r.Alias(AliasChampion) }
+
+// Generation is the record's generation: the number of the newest alias
+// move (0 before the first). It grows with every move, so a service that
+// has applied generation G ignores anything that names G or less.
+func (r *Registry) Generation() int64 { return r.MoveSeq }
+
+// PromoteTo makes version n champion: the move is recorded (the caller
+// fills its event id and extras through the returned index) and previous
+// is chosen again. A withdrawn version promoted again is no longer
+// withdrawn.
+func (r *Registry) PromoteTo(n int64, reason string, now time.Time) *Move {
+	if v, ok := r.Version(n); ok {
+		v.Withdrawn = ""
+	}
+	if r.Aliases == nil {
+		r.Aliases = map[string]int64{}
+	}
+	from := r.Aliases[AliasChampion]
+	r.Aliases[AliasChampion] = n
+	r.RefreshPrevious()
+	return r.record(Move{Alias: AliasChampion, Version: n, Previous: from, Reason: reason, At: now})
+}
+
+// RollBackTo moves champion back to version n, away from the champion,
+// which is withdrawn with why; previous is chosen again (never the version
+// withdrawn).
+func (r *Registry) RollBackTo(n int64, reason, why string, now time.Time) *Move {
+	from := r.Aliases[AliasChampion]
+	if v, ok := r.Version(from); ok && from != n {
+		v.Withdrawn = why
+	}
+	if r.Aliases == nil {
+		r.Aliases = map[string]int64{}
+	}
+	r.Aliases[AliasChampion] = n
+	r.RefreshPrevious()
+	return r.record(Move{Alias: AliasChampion, Version: n, Previous: from, Reason: reason, At: now})
+}
+
+// record appends a move with the next sequence number (the new generation).
+func (r *Registry) record(mv Move) *Move {
+	r.MoveSeq++
+	mv.Seq = r.MoveSeq
+	r.Moves = append(r.Moves, mv)
+	if len(r.Moves) > MaxMoves {
+		r.Moves = append([]Move(nil), r.Moves[len(r.Moves)-MaxMoves:]...)
+	}
+	return &r.Moves[len(r.Moves)-1]
+}
+
+// RecordServed records that a deployment of version n (generation g)
+// completed: the version served all traffic. It reports false when the
+// deployment was recorded already (a redelivery).
+func (r *Registry) RecordServed(n, g int64, deploymentID string, at time.Time) bool {
+	for _, s := range r.Served {
+		if s.Generation == g && s.Version == n {
+			return false
+		}
+	}
+	r.Served = append(r.Served, Served{Version: n, Generation: g, DeploymentID: deploymentID, At: at})
+	slices.SortStableFunc(r.Served, func(a, b Served) int { return cmpInt(a.Generation, b.Generation) })
+	if len(r.Served) > MaxServed {
+		r.Served = append([]Served(nil), r.Served[len(r.Served)-MaxServed:]...)
+	}
+	r.RefreshPrevious()
+	return true
+}
+
+// LastServed returns the newest version that served, other than except and
+// not withdrawn; 0 when there is none.
+func (r *Registry) LastServed(except int64) int64 {
+	for i := len(r.Served) - 1; i >= 0; i-- {
+		n := r.Served[i].Version
+		if n == except {
+			continue
+		}
+		if v, ok := r.Version(n); ok && v.Withdrawn == "" {
+			return n
+		}
+	}
+	return 0
+}
+
+// RefreshPrevious points previous at the newest version that served, other
+// than the champion and not withdrawn, or removes it when there is none.
+func (r *Registry) RefreshPrevious() {
+	prev := r.LastServed(r.Aliases[AliasChampion])
+	if prev == 0 {
+		delete(r.Aliases, AliasPrevious)
+		return
+	}
+	if r.Aliases == nil {
+		r.Aliases = map[string]int64{}
+	}
+	r.Aliases[AliasPrevious] = prev
+}
+
+// LastMoveTo returns the newest move of champion to version n (zero when
+// none is remembered).
+func (r *Registry) LastMoveTo(n int64) Move {
+	for i := len(r.Moves) - 1; i >= 0; i-- {
+		if mv := r.Moves[i]; mv.Alias == AliasChampion && mv.Version == n {
+			return mv
+		}
+	}
+	return Move{}
+}
+
+// ChampionMove returns the move that made the current champion (its Seq is
+// the record's generation, unless a move of another alias came after).
+func (r *Registry) ChampionMove() (Move, bool) {
+	n := r.Aliases[AliasChampion]
+	if n == 0 {
+		return Move{}, false
+	}
+	mv := r.LastMoveTo(n)
+	return mv, mv.Seq != 0
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
 
 // Latest returns the newest version, if any.
 func (r *Registry) Latest() (*Version, bool) {

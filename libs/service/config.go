@@ -242,3 +242,33 @@ func ParseLogLevel(s string) (slog.Level, error) {
 	}
 	return 0, errors.New("is not a log level (want debug, info, warn or error)")
 }
+
+// DefaultReplicaID names a replica of a service when its configuration
+// does not: the host name (a pod's name on Kubernetes) and the process id,
+// so that two replicas on one host differ and a restarted one is new.
+func DefaultReplicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "replica"
+	}
+	return sanitizeReplicaID(host + "-" + strconv.Itoa(os.Getpid()))
+}
+
+func sanitizeReplicaID(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// ValidateReplicaID checks a replica's name: 1 to 128 letters, digits,
+// '-', '_' or '.'.
+func ValidateReplicaID(id string) error {
+	if id == "" || len(id) > 128 || sanitizeReplicaID(id) != id {
+		return errors.New("must be 1 to 128 letters, digits, '-', '_' or '.'")
+	}
+	return nil
+}

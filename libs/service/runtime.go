@@ -52,6 +52,7 @@ type Runtime struct {
 	changes []bus.Change
 
 	beforeConsume func(ctx context.Context) error
+	checks        func() []Check
 }
 
 // Option configures a Runtime.
@@ -65,11 +66,18 @@ func WithTopology(t bus.Topology) Option {
 }
 
 // WithBeforeConsume runs f after provisioning and before the router takes
-// its first message: for a service that rebuilds what it keeps in memory
-// from its streams (the monitor's join of predictions and labels). An error
-// from f ends Run with it.
+// its first message: for a service that must prepare something the
+// handlers need first. An error from f ends Run with it.
 func WithBeforeConsume(f func(ctx context.Context) error) Option {
 	return func(r *Runtime) { r.beforeConsume = f }
+}
+
+// WithChecks adds the service's own readiness checks, called on every
+// Readiness and /readyz: whether its models are in force (the deployer),
+// which replica holds a role (informative checks that stay OK). A check
+// that is not OK makes the service not ready.
+func WithChecks(f func() []Check) Option {
+	return func(r *Runtime) { r.checks = f }
 }
 
 // New returns the runtime of the named service.
@@ -339,6 +347,9 @@ func (r *Runtime) Readiness() Readiness {
 		{Name: "topology", OK: r.provisioned.Load(), Detail: topoDetail},
 		{Name: "router", OK: running, Detail: routerDetail},
 	}}
+	if r.checks != nil {
+		rd.Checks = append(rd.Checks, r.checks()...)
+	}
 	for _, c := range rd.Checks {
 		if !c.OK {
 			rd.NotReady = append(rd.NotReady, c.Name)

@@ -33,7 +33,10 @@ type Buckets struct {
 	Workers     jetstream.KeyValue
 	State       jetstream.KeyValue
 	// Online is the online feature store (gyre-online).
-	Online   jetstream.KeyValue
+	Online jetstream.KeyValue
+	// Leases and Joins: see events.BucketLeases and BucketJoins.
+	Leases   jetstream.KeyValue
+	Joins    jetstream.KeyValue
 	Batches  Objects
 	Features Objects
 	Models   Objects
@@ -56,6 +59,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Buckets, error) {
 		{events.BucketPipelines, &b.Pipelines}, {events.BucketRegistry, &b.Registry},
 		{events.BucketDeployments, &b.Deployments}, {events.BucketWorkers, &b.Workers},
 		{events.BucketState, &b.State}, {events.BucketOnline, &b.Online},
+		{events.BucketLeases, &b.Leases}, {events.BucketJoins, &b.Joins},
 	}
 	for _, k := range kvs {
 		kv, err := js.KeyValue(ctx, k.name)

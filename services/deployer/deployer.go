@@ -28,9 +28,11 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/lease"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/services/deployer/internal/serving"
@@ -64,13 +66,21 @@ type Config struct {
 	// MaxRequestBytes bounds an inference request's body; a larger one is
 	// answered 413.
 	MaxRequestBytes int
+	// ReplicaID names this replica: in the deployer's lease (the replica
+	// that controls the rollouts) and its logs. Unique per replica.
+	ReplicaID string
 }
 
 // Environment variables of the deployer's own settings.
 const (
 	EnvPredictionQueue = "GYRE_DEPLOYER_PREDICTION_QUEUE"
 	EnvMaxRequestBytes = "GYRE_DEPLOYER_MAX_REQUEST_BYTES"
+	EnvReplicaID       = "GYRE_DEPLOYER_REPLICA_ID"
 )
+
+// LeaseName is the lease of the role one deployer replica holds at a time:
+// controlling the rollouts.
+const LeaseName = "deployer-controller"
 
 // DefaultPredictionQueue is the default bound of the prediction log queue.
 const DefaultPredictionQueue = 4096
@@ -81,6 +91,7 @@ func DefaultConfig() Config {
 		Config:          service.Defaults(DefaultHTTPAddr),
 		PredictionQueue: DefaultPredictionQueue,
 		MaxRequestBytes: DefaultMaxRequestBytes,
+		ReplicaID:       service.DefaultReplicaID(),
 	}
 }
 
@@ -91,6 +102,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"sampled predictions waiting to be published; more are dropped and counted")
 	c.IntFlag(fs, &c.MaxRequestBytes, "max-request-bytes", EnvMaxRequestBytes, c.MaxRequestBytes,
 		"largest inference request body, in bytes; a larger one is answered 413")
+	c.StringFlag(fs, &c.ReplicaID, "replica-id", EnvReplicaID, c.ReplicaID,
+		"this replica's name in the controller lease and logs, unique per replica (default: host name and process id; a pod's name on Kubernetes)")
 }
 
 // Validate checks every setting.
@@ -104,6 +117,9 @@ func (c Config) Validate() error {
 		errs = append(errs, &service.FieldError{Flag: "max-request-bytes", Env: EnvMaxRequestBytes,
 			Value: fmt.Sprint(c.MaxRequestBytes), Reason: "must be positive"})
 	}
+	if err := service.ValidateReplicaID(c.ReplicaID); err != nil {
+		errs = append(errs, &service.FieldError{Flag: "replica-id", Env: EnvReplicaID, Value: c.ReplicaID, Reason: err.Error()})
+	}
 	return errors.Join(errs...)
 }
 
@@ -114,6 +130,9 @@ type Service struct {
 	app     *serving.Deployer
 	log     *predictionLog
 	metrics *metrics
+	lazy    *store.Lazy
+	// lease is the controller's, made once the buckets exist.
+	lease atomic.Pointer[lease.Lease]
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -123,21 +142,25 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
-	rt, err := service.New(Name, cfg.Config, deps)
+	s := &Service{cfg: cfg}
+	rt, err := service.New(Name, cfg.Config, deps, service.WithChecks(s.checks))
 	if err != nil {
 		return nil, err
 	}
+	s.rt = rt
 	m, err := newMetrics(deps.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
-	st := stores{lazy: store.NewLazy(deps.JS)}
-	s := &Service{rt: rt, cfg: cfg, metrics: m}
+	lazy := store.NewLazy(deps.JS)
+	st := stores{lazy: lazy}
+	s.metrics, s.lazy = m, lazy
 	s.log = newPredictionLog(rt.Publisher(), cfg.PredictionQueue, m, rt.Logger())
 	if err := registerQueueGauge(deps.Registry, s.log); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
-	s.app = serving.New(st, st, st, emitter{pub: rt.Publisher()}, s.log, serving.Options{Logger: rt.Logger()})
+	s.app = serving.New(st, desiredStore{st}, st, specStore{st}, emitter{pub: rt.Publisher()}, s.log,
+		serving.Options{Logger: rt.Logger().With("replica", cfg.ReplicaID)})
 	if err := registerRolloutCollector(deps.Registry, s.app.Records); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
@@ -150,31 +173,41 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	return s, nil
 }
 
-// Run provisions the service's topology, restores what served, and runs
-// until ctx ends; then it drains the event handlers and publishes the
-// predictions still queued. It returns nil after a clean stop.
+// Run provisions the service's topology, then serves — every replica
+// watches the deployment records and puts in force what each says — and
+// campaigns for the controller's lease: the replica that holds it watches
+// the registry and runs the rollouts. It runs until ctx ends; then it drains
+// the event handlers, gives the lease back and publishes the predictions
+// still queued. It returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error {
 	// The helpers stop with the runtime, also when it stops on an error.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		if s.awaitTopology(ctx) {
-			if err := s.app.Restore(ctx); err != nil && ctx.Err() == nil {
-				s.rt.Logger().Error("restoring deployments failed", "error", err)
-			}
+	wg.Go(func() {
+		if !s.awaitTopology(ctx) {
+			return
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		s.app.Run(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		s.log.run(ctx, s.cfg.ShutdownTimeout)
-	}()
+		if err := s.app.Serve(ctx); err != nil && ctx.Err() == nil {
+			s.rt.Logger().Error("serving stopped", "error", err)
+		}
+	})
+	wg.Go(func() {
+		if !s.awaitTopology(ctx) {
+			return
+		}
+		b, err := s.lazy.Get(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.rt.Logger().Error("controller lease: buckets not open", "error", err)
+			}
+			return
+		}
+		l := lease.New(b.Leases, LeaseName, s.cfg.ReplicaID, events.LeaseTTL, s.rt.Logger())
+		s.lease.Store(l)
+		l.Run(ctx, func(ctx context.Context, t lease.Tenure) { s.app.Lead(ctx, t.Token) })
+	})
+	wg.Go(func() { s.log.run(ctx, s.cfg.ShutdownTimeout) })
 	err := s.rt.Run(ctx)
 	cancel()
 	wg.Wait()
@@ -182,7 +215,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // awaitTopology waits until the runtime has provisioned the buckets that
-// restoring reads; false when ctx ended first.
+// serving reads; false when ctx ended first.
 func (s *Service) awaitTopology(ctx context.Context) bool {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -208,15 +241,36 @@ func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 func (s *Service) Name() string { return Name }
 
 // Readiness reports whether the service is ready and why not: the
-// runtime's checks, and whether what served before has been restored.
-func (s *Service) Readiness() service.Readiness {
-	rd := s.rt.Readiness()
-	c := service.Check{Name: "serving", OK: s.app.Ready(), Detail: "restored"}
-	if !c.OK {
-		c.Detail = "restoring the deployed models"
-		rd.NotReady = append(rd.NotReady, c.Name)
-		rd.Ready, rd.Status = false, "not ready"
+// runtime's checks, whether every deployment record is in force on this
+// replica, and (informative, never failing) whether it controls the
+// rollouts or stands by.
+func (s *Service) Readiness() service.Readiness { return s.rt.Readiness() }
+
+// checks are the deployer's own readiness checks (on /readyz too).
+func (s *Service) checks() []service.Check {
+	if s.app == nil {
+		return nil
 	}
-	rd.Checks = append(rd.Checks, c)
-	return rd
+	ok, why := s.app.Ready()
+	return []service.Check{{Name: "serving", OK: ok, Detail: why}, s.controllerCheck()}
+}
+
+// controllerCheck says whether this replica controls the rollouts; a
+// standby is as ready as the controller.
+func (s *Service) controllerCheck() service.Check {
+	c := service.Check{Name: "controller", OK: true, Detail: "campaigning for the lease " + LeaseName}
+	l := s.lease.Load()
+	if l == nil {
+		return c
+	}
+	st := l.Status()
+	switch {
+	case st.Held && s.app.Leading():
+		c.Detail = fmt.Sprintf("controlling the rollouts (lease %s, token %d)", LeaseName, st.Token)
+	case st.Held:
+		c.Detail = fmt.Sprintf("holds the lease %s (token %d); restoring before controlling", LeaseName, st.Token)
+	case st.Holder != "":
+		c.Detail = fmt.Sprintf("standing by: %s controls the rollouts", st.Holder)
+	}
+	return c
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -48,10 +49,13 @@ func (h *harness) run(cfg func(*deployer.Config)) (stop func()) {
 	c := deployer.DefaultConfig()
 	c.NATSURL = h.env.Server.URL
 	c.HTTPAddr = "127.0.0.1:0"
+	if lvl := os.Getenv("GYRE_TEST_LOGS"); lvl != "" {
+		c.LogLevel = lvl
+	}
 	if cfg != nil {
 		cfg(&c)
 	}
-	proc, err := service.Connect(context.Background(), c.Config, "deployer-test", service.WithLogOutput(io.Discard))
+	proc, err := service.Connect(context.Background(), c.Config, "deployer-test", service.WithLogOutput(testLogOut()))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -165,13 +169,13 @@ func (h *harness) storeBundleOf(name, requestID string, concept func(x float64) 
 	return h.env.StoreBundle(p, requestID, []byte(csv.String()))
 }
 
-// promote publishes the model.promoted of a version.
+// promote makes a version champion in the registry's record, as the
+// registry does, and publishes its model.promoted.
 func (h *harness) promote(name string, version int64, art *gyrev1.ObjectRef, accuracy float64) event.Event {
 	h.t.Helper()
-	return h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
-		Pipeline: name, ModelVersion: version, Alias: "champion", Reason: "blessed", Artifact: art,
-		Metrics: map[string]float64{"accuracy": accuracy},
-	})
+	ev, _ := h.env.Promote(looptest.Promotion{Pipeline: name, Version: version, Artifact: art,
+		Metrics: map[string]float64{"accuracy": accuracy}})
+	return ev
 }
 
 // waitEmitted waits up to 30s until the pipeline has n events of the name
@@ -294,4 +298,11 @@ func (h *harness) scrape() string {
 		h.t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
 	}
 	return string(b)
+}
+
+func testLogOut() io.Writer {
+	if os.Getenv("GYRE_TEST_LOGS") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

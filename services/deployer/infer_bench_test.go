@@ -205,9 +205,7 @@ func (d *discard) WriteHeader(code int) { d.code = code }
 func promoteBench(env *looptest.Env, name string, sampleRate float64, maxBatch int) *gyrev1.ObjectRef {
 	p := env.ApplyPipeline(benchSpec(name, sampleRate, maxBatch))
 	ref := env.StoreBundle(p, "r1", benchCSV(5000))
-	env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
-		Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
-	})
+	env.Promote(looptest.Promotion{Pipeline: name, Version: 1, Artifact: ref, Reason: "manual"})
 	return ref
 }
 

@@ -94,11 +94,11 @@ func (s *Service) live(w http.ResponseWriter, _ *http.Request) {
 	service.WriteJSON(w, http.StatusOK, map[string]bool{"live": true})
 }
 
-// ready: the server is ready once it has restored what served before it
-// started; from then on every model it serves answers.
+// ready: the server is ready once every deployment record is in force on
+// it — what served before it started, and each rollout step since.
 func (s *Service) ready(w http.ResponseWriter, _ *http.Request) {
 	code := http.StatusOK
-	if !s.app.Ready() {
+	if ok, _ := s.app.Ready(); !ok {
 		code = http.StatusServiceUnavailable
 	}
 	service.WriteJSON(w, code, map[string]bool{"ready": code == http.StatusOK})

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/services/deployer"
 )
@@ -38,10 +38,7 @@ func conformance(t *testing.T) *harness {
 		x := float64(i%40)/20 - 1
 		fmt.Fprintf(&csv, "%.3f,%s,%.3f\n", x, []string{"a", "b"}[i%2], 2*x+1)
 	}
-	h.env.Emit("/gyre/test", "reg", &gyrev1.ModelPromoted{
-		Pipeline: "reg", ModelVersion: 3, Alias: "champion", Reason: "blessed",
-		Artifact: h.env.StoreBundle(p, "r3", []byte(csv.String())),
-	})
+	h.env.Promote(looptest.Promotion{Pipeline: "reg", Version: 3, Artifact: h.env.StoreBundle(p, "r3", []byte(csv.String()))})
 	h.waitServing("oip", "1")
 	h.waitServing("reg", "3")
 	return h

@@ -384,6 +384,13 @@ func TestRollout(t *testing.T) {
 			if d.status != tc.wantStatus {
 				t.Fatalf("rollout ended %s, want %s", d.status, tc.wantStatus)
 			}
+			// The record (what drive read) is written before its events are
+			// published: wait for the last of them.
+			if tc.wantStatus == "completed" {
+				h.waitEmitted(name, events.DeploymentCompleted, 2)
+			} else {
+				h.waitEmitted(name, events.DeploymentRolledBack, 1)
+			}
 			if d.failed > 0 && !tc.failures {
 				t.Errorf("%d of %d requests failed", d.failed, d.requests)
 			}

@@ -137,6 +137,13 @@ func (e *Evaluator) Evaluate(ctx context.Context, c Candidate) (*gyrev1.ModelEva
 	if hasChampion && champMetrics != nil {
 		out.ChampionVersion, out.ChampionMetrics = champion.Version, champMetrics
 	}
+	// The champion in force, scored or not: the registry promotes the
+	// verdict only while it still is.
+	atEvaluation := int64(0)
+	if c, ok := reg.Champion(); ok {
+		atEvaluation = c.Version
+	}
+	out.ChampionAtEvaluation = &atEvaluation
 	for _, g := range gates {
 		out.Gates = append(out.Gates, &gyrev1.Gate{
 			Metric: g.Metric, Kind: g.Kind, Value: g.Value, Threshold: g.Threshold,

@@ -71,8 +71,9 @@ func NewMaterializer(b buckets, pub publisher, online OnlineStore) *Materializer
 
 // Materialize fits the pipeline's feature transforms on the training window
 // that ends at this batch — the newest spec.model.window.batches entries of
-// the validated-batch log up to and including it, so a redelivery fits the
-// same window however many batches came since — transforms the batch with
+// the validated-batch log up to and including it, as the log stood when the
+// batch was validated, so a redelivery fits the same window however many
+// batches came (or were inserted before it) since — transforms the batch with
 // them, writes the offline snapshot (Parquet, gyre-features
 // <pipeline>/<batchId>/<featureSetVersion>.parquet) and the online rows, and
 // emits features.materialized.
@@ -151,7 +152,8 @@ func (m *Materializer) Materialize(ctx context.Context, cmd Validated) (Result, 
 }
 
 // window returns the validated-batch log entries the feature set is fitted
-// on: the newest spec.model.window.batches up to and including this batch.
+// on: the newest spec.model.window.batches up to and including this batch,
+// among those in the log when this batch was appended.
 func (m *Materializer) window(ctx context.Context, bk *store.Buckets, p *pipeline.Pipeline, cmd Validated) ([]store.ValidatedBatch, error) {
 	log, err := store.ValidatedBatches(ctx, bk.State, cmd.Pipeline)
 	if err != nil {
@@ -172,8 +174,15 @@ func (m *Materializer) window(ctx context.Context, bk *store.Buckets, p *pipelin
 	if e := log[end]; e.ObjectKey != cmd.Object.GetKey() {
 		return nil, bus.Permanentf("materialize batch %q: the validated-batch log has it as object %s, the event as %s", cmd.BatchID, e.ObjectKey, cmd.Object.GetKey())
 	}
+	// The log is in arrival order, and a batch validated late is inserted
+	// at its arrival place, possibly before this one after this one was
+	// materialised. Fitting on the log as this batch's validation left it
+	// keeps the window — so the feature set version, the snapshot key and
+	// the event id — the same on a redelivery, whatever was inserted since;
+	// the late batch is in the windows of the batches validated after it.
+	asAppended := store.AsAppended(log, end)
 	n := max(p.Spec.Model.Window.Batches, 1)
-	return log[max(0, end+1-n) : end+1], nil
+	return asAppended[max(0, len(asAppended)-n):], nil
 }
 
 func readBatch(ctx context.Context, bk *store.Buckets, key, format string) (*table.Table, error) {

@@ -220,6 +220,72 @@ func TestWindowEndsAtTheBatch(t *testing.T) {
 	}
 }
 
+// TestLateBatchKeepsWindowsStable: a batch validated late is inserted
+// before one already materialised; that one's redelivery fits the same
+// window as its first delivery (same feature set, same event, stored once),
+// and the late batch's own window ends at it in arrival order.
+func TestLateBatchKeepsWindowsStable(t *testing.T) {
+	t.Parallel()
+	r := startFeature(t, "")
+	p := r.Apply(t, fmt.Sprintf(spec, "late"))
+	ctx := context.Background()
+	csv := map[string]string{"a": batches[0], "b": batches[1], "c": batches[2], "d": batches[0] + "7,c,1\n"}
+	refs := map[string]*gyrev1.ObjectRef{}
+	appendAt := func(id string, arrival uint64) {
+		sum := sha256.Sum256([]byte(csv[id]))
+		ref, _, err := store.PutObject(ctx, r.Buckets.Batches, "late/"+hex.EncodeToString(sum[:])+".csv", "text/csv", []byte(csv[id]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[id] = ref
+		if _, err := store.AppendValidated(ctx, r.Buckets.State, "late", store.ValidatedBatch{
+			BatchID: id, ObjectKey: ref.Key, Format: "csv", Sha256: ref.Sha256, ArrivalSeq: arrival,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendAt("a", 10)
+	appendAt("c", 30)
+	announce(t, r, "late", "c", refs["c"])
+	materialized(t, r, "late", 1)
+	appendAt("b", 20) // arrived before c, validated after it
+	announce(t, r, "late", "b", refs["b"])
+	announce(t, r, "late", "c", refs["c"]) // a redelivery of c's cause
+	appendAt("d", 40)
+	announce(t, r, "late", "d", refs["d"])
+	// d's cause is handled after everything before it (the consumer is
+	// ordered): once d is materialised, so is c's redelivery.
+	deadline := time.Now().Add(servicetest.WaitTimeout)
+	for ms, _ := materialized(t, r, "late", 1); ms[len(ms)-1].BatchId != "d"; ms, _ = materialized(t, r, "late", 1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("d not materialised after %s", servicetest.WaitTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	fit := func(ids ...string) string {
+		var tabs []*table.Table
+		for _, id := range ids {
+			tabs = append(tabs, parse(t, csv[id]))
+		}
+		set, err := features.Fit(p, tabs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set.Version
+	}
+	want := map[string]string{"c": fit("a", "c"), "b": fit("a", "b"), "d": fit("c", "d")}
+	got, _ := materialized(t, r, "late", 1)
+	if len(got) != 3 {
+		t.Fatalf("%d features.materialized, want 3 (the redelivery of c's is the same event)", len(got))
+	}
+	for _, m := range got {
+		if m.FeatureSetVersion != want[m.BatchId] {
+			t.Errorf("%s materialised with feature set %s, want %s", m.BatchId, m.FeatureSetVersion, want[m.BatchId])
+		}
+	}
+}
+
 // TestTransformErrorsAndUnknownGoToDLQ: what cannot be materialised — an
 // unknown pipeline, a batch not in the validated-batch log — is dead-lettered
 // with its reason, and the service goes on.

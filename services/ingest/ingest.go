@@ -15,6 +15,12 @@
 // the dead-letter stream, or a 4xx answer naming the problem. The same
 // content twice is one batch: the second arrival stores and emits nothing.
 //
+// Arrivals are handled one at a time in stream order (the consumer is
+// ordered, and a redelivery comes back before anything newer), and an
+// upload is ingested when it arrives, so the stream order of the
+// data.batch.received announcements is the order the batches arrived:
+// validation keeps the validated-batch log in that order.
+//
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/ingest runs it alone.
 package ingest

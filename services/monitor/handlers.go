@@ -33,7 +33,9 @@ func (s *Service) register() error {
 	})
 }
 
-// onPromoted: the new champion's training window becomes the reference.
+// onPromoted is a prompt: the reference follows the registry's champion,
+// whose record (and its generation) decides; a promotion older than what
+// is applied is ignored and counted as stale.
 func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	var m gyrev1.ModelPromoted
 	if err := bus.DecodePayload(ev, &m); err != nil {
@@ -44,22 +46,21 @@ func (s *Service) onPromoted(ctx context.Context, ev event.Event) error {
 	if a := m.GetAlias(); a != "" && a != models.AliasChampion {
 		return nil
 	}
-	refKey := ""
-	if r := m.GetReference(); r.GetKey() != "" && (r.GetBucket() == "" || r.GetBucket() == events.ObjectModels) {
-		refKey = r.GetKey()
-	}
-	if err := s.app.Promote(ctx, monitoring.Promotion{
-		EventID: ev.ID(), Pipeline: m.GetPipeline(), ModelVersion: m.GetModelVersion(),
-		ReferenceKey:      refKey,
-		BatchIDs:          m.GetLineage().GetBatchIds(),
-		FeatureSetVersion: m.GetLineage().GetFeatureSetVersion(),
-		Metrics:           m.GetMetrics(),
-	}); err != nil {
+	f, err := s.app.Follow(ctx, monitoring.Prompt{EventID: ev.ID(), Pipeline: m.GetPipeline(), Generation: m.GetGeneration()})
+	if err != nil {
 		return err
 	}
-	// The live figures were the previous champion's; the new one's come
-	// with its first labels.
-	s.metrics.forgetLive(m.GetPipeline())
+	if f.Stale != "" {
+		bus.Stale(ctx, events.ModelPromoted, "promotion older than the champion followed: ignored", "pipeline", m.GetPipeline(),
+			"model_version", m.GetModelVersion(), "generation", m.GetGeneration(), "applied_generation", f.Generation,
+			"following", f.Version, "why", f.Stale)
+		return nil
+	}
+	if f.Changed {
+		// The live figures were the previous champion's; the new one's come
+		// with its first labels.
+		s.metrics.forgetLive(m.GetPipeline())
+	}
 	return nil
 }
 
@@ -97,7 +98,8 @@ func (s *Service) onMaterialized(ctx context.Context, ev event.Event) error {
 	return nil
 }
 
-// onPredictions: remember sampled predictions until their labels come.
+// onPredictions: record sampled predictions in the shared join and count
+// those whose labels came first.
 func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 	var m gyrev1.PredictionLogged
 	if err := bus.DecodePayload(ev, &m); err != nil {
@@ -116,7 +118,8 @@ func (s *Service) onPredictions(ctx context.Context, ev event.Event) error {
 	return s.emitDegraded(ctx, ev, d)
 }
 
-// onLabels: count the labelled predictions into live accuracy.
+// onLabels: count the labelled predictions into live accuracy; labels of
+// predictions not logged yet wait for them in the shared join.
 func (s *Service) onLabels(ctx context.Context, ev event.Event) error {
 	var m gyrev1.LabelReceived
 	if err := bus.DecodePayload(ev, &m); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,22 +29,32 @@ import (
 // of the loop (env): it applies specs, stores validated batches, publishes
 // the events the monitor consumes and reads what it emits.
 type harness struct {
-	t    *testing.T
-	env  *looptest.Env
+	t   *testing.T
+	env *looptest.Env
+	// mon is the monitor under test (the first, when a test runs several).
+	mon *replica
+}
+
+// replica is one running monitor: its own connection, registry and
+// service, as one process of a Deployment.
+type replica struct {
 	proc *service.Process
+	svc  *monitor.Service
+	// stop stops it (and is called at the test's end if not before).
+	stop func()
 }
 
 func start(t *testing.T) *harness {
 	t.Helper()
 	srv := natstest.Start(t)
-	proc, _ := runMonitor(t, srv)
+	mon := runMonitor(t, srv)
 	// The monitor provisioned the topology: the env only opens it.
-	return &harness{t: t, env: looptest.Attach(t, srv, proc.JS), proc: proc}
+	return &harness{t: t, env: looptest.Attach(t, srv, mon.proc.JS), mon: mon}
 }
 
-// runMonitor runs a monitor on srv until the test ends or stop is called;
-// it returns when the monitor is ready.
-func runMonitor(t *testing.T, srv *natstest.Server) (proc *service.Process, stop func()) {
+// runMonitor runs a monitor on srv until the test ends or its stop is
+// called; it returns when the monitor is ready.
+func runMonitor(t *testing.T, srv *natstest.Server) *replica {
 	t.Helper()
 	cfg := monitor.DefaultConfig()
 	cfg.NATSURL = srv.URL
@@ -60,7 +71,7 @@ func runMonitor(t *testing.T, srv *natstest.Server) (proc *service.Process, stop
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
 	var once sync.Once
-	stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -77,7 +88,29 @@ func runMonitor(t *testing.T, srv *natstest.Server) (proc *service.Process, stop
 		svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 		return rec.Code == http.StatusOK
 	})
-	return proc, stop
+	return &replica{proc: proc, svc: svc, stop: stop}
+}
+
+// scrape returns the value of a series (name{labels}, labels in
+// Prometheus' order, e.g. `gyre_stale_ignored_total{kind="model.promoted",service="monitor"}`)
+// as the replica's /metrics serves it; 0 when it is not there.
+func (r *replica) scrape(t *testing.T, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	r.svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // materialize publishes the features.materialized of a stored batch.
@@ -120,7 +153,7 @@ func batchCSV(r *rand.Rand, rows int, mean float64, cats []string) []byte {
 // whether it is exported.
 func (h *harness) gauge(name string, labels map[string]string) (float64, bool) {
 	h.t.Helper()
-	families, err := h.proc.Deps.Registry.Gather()
+	families, err := h.mon.proc.Deps.Registry.Gather()
 	if err != nil {
 		h.t.Fatal(err)
 	}

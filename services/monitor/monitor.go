@@ -1,17 +1,19 @@
 // Package monitor is Gyre's monitor service.
 //
-// Monitor watches the deployed model's world. On model.promoted it builds
-// the champion's drift reference from the batches of its training window
-// (one reference per raw feature column) and keeps it, with the champion's
-// evaluation accuracy as the baseline, in gyre-state (monitor.<pipeline>).
-// For every materialised batch it measures per-feature drift against that
-// reference with the pipeline's method (psi, ks, wasserstein,
-// jensenshannon or chisquare) and emits drift.measured, and drift.detected
-// when the drift policy is crossed and the cooldown allows; it joins
-// prediction.logged with label.received into live accuracy per model
-// version and emits performance.degraded when the champion's falls under
-// its baseline by more than drift.accuracyDrop. The join is held in memory
-// and rebuilt from the streams when the service starts (rejoin).
+// Monitor watches the deployed model's world. On model.promoted it follows
+// the registry's champion: it builds the champion's drift reference from
+// the batches of its training window (one reference per raw feature
+// column) and keeps it, with the champion's evaluation accuracy as the
+// baseline, in gyre-state (monitor.<pipeline>). For every materialised
+// batch it measures per-feature drift against that reference with the
+// pipeline's method (psi, ks, wasserstein, jensenshannon or chisquare) and
+// emits drift.measured, and drift.detected when the drift policy is crossed
+// and the cooldown allows; it joins prediction.logged with label.received
+// into live accuracy per model version and emits performance.degraded when
+// the champion's falls under its baseline by more than drift.accuracyDrop.
+// The join is in gyre-joins, one key per prediction id, shared by every
+// replica: any replica may take any prediction or label, and each pair is
+// counted once.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/monitor runs it alone.
@@ -19,7 +21,6 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -40,63 +41,35 @@ const Name = events.ServiceMonitor
 const DefaultHTTPAddr = "127.0.0.1:8084"
 
 // About says what the service does in the loop; it opens the command's help.
-const About = `Monitor watches the deployed model's world. On model.promoted it builds the champion's
-drift reference from the batches of its training window and keeps it, with the champion's
+const About = `Monitor watches the deployed model's world. On model.promoted it reads the registry's
+champion and builds its drift reference from the batches of its training window and keeps it, with the champion's
 evaluation accuracy as baseline, in gyre-state (monitor.<pipeline>). For every materialized
 batch it measures per-feature drift against that reference (psi, ks, wasserstein,
 jensenshannon or chisquare) and emits drift.measured, and drift.detected when the pipeline's
 drift policy is crossed and its cooldown allows; it joins prediction.logged with
 label.received into live accuracy per model version and emits performance.degraded when
-the champion's falls under its baseline by more than drift.accuracyDrop.`
+the champion's falls under its baseline by more than drift.accuracyDrop. Predictions wait for
+their labels (and labels for their predictions) in the gyre-joins bucket for 72 hours, shared
+by every replica: run as many replicas as the load needs, each pair is counted once.`
 
-// Config is the monitor service's configuration.
+// Config is the monitor service's configuration: the shared settings
+// only. The join needs no bound of its own: gyre-joins' TTL
+// (events.JoinTTL) forgets what waits longer than the predictions stream
+// keeps its events.
 type Config struct {
 	service.Config
-	// MaxPendingPredictions bounds the logged predictions remembered per
-	// pipeline while they wait for labels.
-	MaxPendingPredictions int
-	// MaxPendingLabels bounds the labels remembered per pipeline while
-	// they wait for their predictions.
-	MaxPendingLabels int
 }
-
-// Environment variables of the monitor's own settings.
-const (
-	EnvMaxPendingPredictions = "GYRE_MONITOR_MAX_PENDING_PREDICTIONS"
-	EnvMaxPendingLabels      = "GYRE_MONITOR_MAX_PENDING_LABELS"
-)
 
 // DefaultConfig returns the configuration with every default.
 func DefaultConfig() Config {
-	return Config{
-		Config:                service.Defaults(DefaultHTTPAddr),
-		MaxPendingPredictions: monitoring.DefaultMaxPredictions,
-		MaxPendingLabels:      monitoring.DefaultMaxLabels,
-	}
+	return Config{Config: service.Defaults(DefaultHTTPAddr)}
 }
 
-// RegisterFlags registers the shared flags and the monitor's own.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Config.RegisterFlags(fs)
-	c.IntFlag(fs, &c.MaxPendingPredictions, "max-pending-predictions", EnvMaxPendingPredictions, c.MaxPendingPredictions,
-		"logged predictions remembered per pipeline while they wait for labels")
-	c.IntFlag(fs, &c.MaxPendingLabels, "max-pending-labels", EnvMaxPendingLabels, c.MaxPendingLabels,
-		"labels remembered per pipeline while they wait for their predictions")
-}
+// RegisterFlags registers the shared flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) { c.Config.RegisterFlags(fs) }
 
 // Validate checks every setting.
-func (c Config) Validate() error {
-	errs := []error{c.Config.Validate()}
-	if c.MaxPendingPredictions <= 0 {
-		errs = append(errs, &service.FieldError{Flag: "max-pending-predictions", Env: EnvMaxPendingPredictions,
-			Value: fmt.Sprint(c.MaxPendingPredictions), Reason: "must be positive"})
-	}
-	if c.MaxPendingLabels <= 0 {
-		errs = append(errs, &service.FieldError{Flag: "max-pending-labels", Env: EnvMaxPendingLabels,
-			Value: fmt.Sprint(c.MaxPendingLabels), Reason: "must be positive"})
-	}
-	return errors.Join(errs...)
-}
+func (c Config) Validate() error { return c.Config.Validate() }
 
 // Service is the monitor service.
 type Service struct {
@@ -119,14 +92,12 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}
 	s := &Service{
 		metrics: m,
-		app: monitoring.New(st, st, st, st, monitoring.Options{
-			MaxPredictions: cfg.MaxPendingPredictions,
-			MaxLabels:      cfg.MaxPendingLabels,
+		app: monitoring.New(st, st, st, st, st, kvJoins(st), monitoring.Options{
 			LoggerFrom:     bus.Logger,
 			OnLiveAccuracy: m.observeLive,
 		}),
 	}
-	rt, err := service.New(Name, cfg.Config, deps, service.WithBeforeConsume(s.rejoin))
+	rt, err := service.New(Name, cfg.Config, deps)
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,8 @@ spec:
 var cats = []string{"a", "b", "c"}
 
 // promote stores a reference window of batches drawn from x ~ N(0, 1) and
-// promotes version 1 trained on it with the given accuracy.
+// promotes version 1 trained on it with the given accuracy, as the registry
+// does (its record, then model.promoted).
 func promote(h *harness, name string, r *rand.Rand, accuracy float64) []string {
 	var ids []string
 	for i := range 2 {
@@ -60,9 +61,8 @@ func promote(h *harness, name string, r *rand.Rand, accuracy float64) []string {
 		h.env.AddBatch(name, id, batchCSV(r, 800, 0, cats))
 		ids = append(ids, id)
 	}
-	h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
-		Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "blessed",
-		Metrics: map[string]float64{"accuracy": accuracy},
+	h.env.Promote(looptest.Promotion{
+		Pipeline: name, Version: 1, Metrics: map[string]float64{"accuracy": accuracy},
 		Lineage: &gyrev1.Lineage{BatchIds: ids, FeatureSetVersion: "fs1"},
 	})
 	looptest.WaitFor(h.t, "reference of v1", 20*time.Second, func() bool {
@@ -113,14 +113,13 @@ func TestPromotionSetsTheReference(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			promoted := &gyrev1.ModelPromoted{
-				Pipeline: name, ModelVersion: 1, Alias: "champion", Reason: "blessed",
-				Metrics: map[string]float64{"accuracy": 0.8}, Lineage: &gyrev1.Lineage{BatchIds: ids},
+			promoted := looptest.Promotion{
+				Pipeline: name, Version: 1, Metrics: map[string]float64{"accuracy": 0.8}, Lineage: &gyrev1.Lineage{BatchIds: ids},
 			}
 			if tc.named {
 				promoted.Reference = &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: key}
 			}
-			h.env.Emit("/gyre/test", name, promoted)
+			h.env.Promote(promoted)
 			var ref *monitoring.Reference
 			looptest.WaitFor(t, "reference of v1", 20*time.Second, func() bool {
 				ref = h.state(name).Reference

@@ -63,8 +63,8 @@ func TestPerformanceDegraded(t *testing.T) {
 	ev := h.waitEmitted(name, events.PerformanceDegraded, 1)[0]
 	d := looptest.Decode(t, ev, &gyrev1.PerformanceDegraded{})
 	if d.ModelVersion != 1 || d.BaselineAccuracy != 0.9 || d.LabelledRows != 50 || d.LiveAccuracy != 0.2 ||
-		d.MaxDrop != 0.05 || d.Metric != "accuracy" || d.Drop < 0.69 || d.Drop > 0.71 {
-		t.Errorf("performance.degraded = %v; want v1, baseline 0.9, live 0.2 over 50 labelled", d)
+		d.MaxDrop != 0.05 || d.Metric != "accuracy" || d.Drop < 0.69 || d.Drop > 0.71 || d.Predictions != 100 {
+		t.Errorf("performance.degraded = %v; want v1, baseline 0.9, live 0.2 over 50 labelled, 100 predictions logged (each once)", d)
 	}
 	// The same figures on /metrics, set before the event was emitted.
 	for series, want := range map[string]float64{
@@ -109,9 +109,8 @@ func TestNewChampionResetsLiveAccuracy(t *testing.T) {
 		t.Errorf("live accuracy of v1 = %v (found %v), want 1", got, ok)
 	}
 	ids := []string{"ref-1", "ref-2"}
-	h.env.Emit("/gyre/test", name, &gyrev1.ModelPromoted{
-		Pipeline: name, ModelVersion: 2, Alias: "champion", PreviousVersion: 1,
-		Metrics: map[string]float64{"accuracy": 0.7}, Lineage: &gyrev1.Lineage{BatchIds: ids},
+	h.env.Promote(looptest.Promotion{
+		Pipeline: name, Version: 2, Metrics: map[string]float64{"accuracy": 0.7}, Lineage: &gyrev1.Lineage{BatchIds: ids},
 	})
 	looptest.WaitFor(t, "reference of v2", 20*time.Second, func() bool {
 		st := h.state(name)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bundle"
+	"github.com/gyrehq/gyre/libs/models"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
@@ -25,7 +27,31 @@ var (
 	_ monitoring.BatchStore     = stores{}
 	_ monitoring.SpecStore      = stores{}
 	_ monitoring.ReferenceStore = stores{}
+	_ monitoring.RegistryStore  = stores{}
 )
+
+func (s stores) Champion(ctx context.Context, pipeline string) (monitoring.Champion, bool, error) {
+	b, err := s.lazy.Get(ctx)
+	if err != nil {
+		return monitoring.Champion{}, false, err
+	}
+	rec, _, _, err := models.Get(ctx, b.Registry, pipeline)
+	if err != nil {
+		return monitoring.Champion{}, false, err
+	}
+	v, ok := rec.Champion()
+	if !ok {
+		return monitoring.Champion{}, false, nil
+	}
+	c := monitoring.Champion{
+		Version: v.Version, Generation: rec.Generation(), BatchIDs: v.Lineage.BatchIDs,
+		FeatureSetVersion: v.Lineage.FeatureSetVersion, Metrics: v.Metrics,
+	}
+	if r := v.Reference; r != nil && r.Key != "" && (r.Bucket == "" || r.Bucket == events.ObjectModels) {
+		c.ReferenceKey = r.Key
+	}
+	return c, true, nil
+}
 
 func (s stores) Load(ctx context.Context, pipeline string) (monitoring.State, error) {
 	b, err := s.lazy.Get(ctx)

@@ -107,7 +107,7 @@ func (s *Service) serveRollback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	p, err := reg.Rollback(r.Context(), pipeline)
+	p, err := reg.Rollback(r.Context(), pipeline, "POST /v1/pipelines/"+pipeline+"/rollback")
 	if err != nil {
 		writeError(w, err)
 		return

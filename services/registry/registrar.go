@@ -71,18 +71,31 @@ type Registration struct {
 	Created bool
 	// Promoted is the alias move the registration made (blessed), if any.
 	Promoted *models.Move
+	// Stale is true when a blessed verdict was refused: it was judged
+	// against a champion that is no longer champion.
+	Stale bool
 }
 
 // Register records an evaluated candidate as the pipeline's next version
 // (1, 2, …) unless its training request already has one, and emits
-// model.registered; a blessed one becomes champion (its champion becomes
-// previous) and model.promoted is emitted. A redelivery changes nothing and
-// publishes the same events again (same ids), so a crash between the write
-// and the publish loses nothing; model.promoted is published again only
-// while the version is still champion.
+// model.registered; a blessed one becomes champion and model.promoted is
+// emitted. A blessed candidate judged against a champion that is no longer
+// champion (another candidate, a rollback or a hand got there first) is
+// registered but not promoted: a model never compared with the current
+// champion does not replace it. Its verdict is rejected with that reason
+// and a failed "champion" gate, and the refusal is counted as stale.
+//
+// A redelivery changes nothing and publishes the same events again (same
+// ids), so a crash between the write and the publish loses nothing;
+// model.promoted is published again only while the version is still
+// champion.
 func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, error) {
 	m := e.Evaluated
 	p, rid := m.GetPipeline(), m.GetRequestId()
+	judged := m.GetChampionVersion()
+	if m.ChampionAtEvaluation != nil {
+		judged = m.GetChampionAtEvaluation()
+	}
 	now := r.now().UTC()
 	var out Registration
 	rec, err := store.UpdateJSON(ctx, r.kv, p, func(rec *models.Registry, _ bool) error {
@@ -102,6 +115,10 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 			return store.ErrNoChange
 		}
 		v := newVersion(nextVersion(rec), e, now)
+		if cur := rec.Aliases[models.AliasChampion]; v.Verdict == models.VerdictBlessed && judged != cur {
+			refuseStale(&v, judged, cur)
+			out.Stale = true
+		}
 		rec.Versions = append(rec.Versions, v)
 		if rec.Requests == nil {
 			rec.Requests = map[string]int64{}
@@ -109,10 +126,11 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 		rec.Requests[rid] = v.Version
 		out.Version, out.Created = v, true
 		if v.Verdict == models.VerdictBlessed {
-			mv := move(rec, v.Version, models.ReasonBlessed, now)
+			mv := rec.PromoteTo(v.Version, models.ReasonBlessed, now)
 			mv.RequestID = rid
-			rec.Moves[len(rec.Moves)-1] = mv
-			out.Promoted = &mv
+			mv.EventID = promotedID(p, mv.Seq)
+			mv.CorrelationID = correlation(ctx, mv.EventID)
+			out.Promoted = new(*mv)
 		}
 		compact(rec)
 		rec.UpdatedAt = now
@@ -120,6 +138,10 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 	})
 	if err != nil {
 		return Registration{}, err
+	}
+	if out.Stale {
+		bus.Stale(ctx, "verdict", "blessed candidate judged against a champion since replaced: registered, not promoted",
+			"pipeline", p, "version", out.Version.Version, "judged_against", judged, "champion", rec.Aliases[models.AliasChampion])
 	}
 	if err := r.publishRegistered(ctx, &rec, out.Version); err != nil {
 		return Registration{}, err
@@ -132,6 +154,27 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 	bus.Logger(ctx).Info("model registered", "pipeline", p, "version", out.Version.Version, "verdict", out.Version.Verdict,
 		"request_id", rid, "created", out.Created, "promoted", out.Promoted != nil)
 	return out, nil
+}
+
+// GateChampion is the gate a blessed verdict fails when it was judged
+// against a champion that is no longer champion.
+const GateChampion = "champion"
+
+// refuseStale turns a blessed verdict judged against another champion than
+// the current one into a rejection that says so.
+func refuseStale(v *models.Version, judged, current int64) {
+	against := "no champion"
+	if judged > 0 {
+		against = fmt.Sprintf("champion v%d", judged)
+	}
+	now := "there is no champion now"
+	if current > 0 {
+		now = fmt.Sprintf("v%d is champion now", current)
+	}
+	msg := fmt.Sprintf("judged against %s, but %s: not promoted over a champion it was never compared with (retrain, or gyre promote to override)", against, now)
+	v.Verdict, v.Reason = models.VerdictRejected, msg+"; evaluation: "+v.Reason
+	v.Gates = append(v.Gates, models.Gate{Metric: GateChampion, Kind: "judgedAgainst", Value: float64(judged),
+		Threshold: float64(current), Passed: false, Message: msg})
 }
 
 // nextVersion is one more than the newest version: monotonic from 1, never
@@ -175,30 +218,18 @@ func newVersion(n int64, e Evaluation, now time.Time) models.Version {
 	return v
 }
 
-// move points champion at version n (its champion becomes previous) and
-// records the move.
-func move(rec *models.Registry, n int64, reason string, now time.Time) models.Move {
-	if rec.Aliases == nil {
-		rec.Aliases = map[string]int64{}
+// correlation is the correlationid the move's model.promoted gets: the
+// cascade of the event being handled, or its own id when a hand moved it.
+func correlation(ctx context.Context, eventID string) string {
+	if c, ok := bus.CauseFrom(ctx); ok && c.CorrelationID != "" {
+		return c.CorrelationID
 	}
-	prev := rec.Aliases[models.AliasChampion]
-	if prev != 0 {
-		rec.Aliases[models.AliasPrevious] = prev
-	}
-	rec.Aliases[models.AliasChampion] = n
-	return record(rec, models.Move{Alias: models.AliasChampion, Version: n, Previous: prev, Reason: reason, At: now})
+	return eventID
 }
 
-// record appends a move with the next sequence number and its event id.
-func record(rec *models.Registry, mv models.Move) models.Move {
-	rec.MoveSeq++
-	mv.Seq = rec.MoveSeq
-	mv.EventID = bus.StableID(events.ModelPromoted, rec.Pipeline, strconv.FormatInt(mv.Seq, 10))
-	rec.Moves = append(rec.Moves, mv)
-	if len(rec.Moves) > models.MaxMoves {
-		rec.Moves = append([]models.Move(nil), rec.Moves[len(rec.Moves)-models.MaxMoves:]...)
-	}
-	return mv
+// promotedID is the id of the model.promoted event of move seq.
+func promotedID(pipeline string, seq int64) string {
+	return bus.StableID(events.ModelPromoted, pipeline, strconv.FormatInt(seq, 10))
 }
 
 // compact drops the details of old versions that hold no alias.
@@ -224,8 +255,9 @@ type Promotion struct {
 }
 
 // Promote makes a version champion by hand (reason "manual"), whatever its
-// verdict, and emits model.promoted. Promoting the champion changes nothing
-// and announces its last promotion again (same event id).
+// verdict (a withdrawn version is no longer withdrawn), and emits
+// model.promoted. Promoting the champion changes nothing and announces its
+// last promotion again (same event id).
 func (r *Registrar) Promote(ctx context.Context, pipeline string, version int64) (Promotion, error) {
 	now := r.now().UTC()
 	var out Promotion
@@ -239,10 +271,13 @@ func (r *Registrar) Promote(ctx context.Context, pipeline string, version int64)
 		}
 		if rec.Aliases[models.AliasChampion] == version {
 			out.Unchanged = true
-			out.Move = lastMoveTo(rec, version)
+			out.Move = rec.LastMoveTo(version)
 			return store.ErrNoChange
 		}
-		out.Move = move(rec, version, models.ReasonManual, now)
+		mv := rec.PromoteTo(version, models.ReasonManual, now)
+		mv.EventID = promotedID(pipeline, mv.Seq)
+		mv.CorrelationID = correlation(ctx, mv.EventID)
+		out.Move = *mv
 		rec.UpdatedAt = now
 		return nil
 	})
@@ -252,11 +287,11 @@ func (r *Registrar) Promote(ctx context.Context, pipeline string, version int64)
 	return out, r.announce(ctx, &rec, out)
 }
 
-// Rollback returns champion to the previous version (reason "rollback") and
-// emits model.promoted. The version rolled back from does not become
-// previous: previous becomes the champion before the one restored, so that
-// rolling back again keeps going back.
-func (r *Registrar) Rollback(ctx context.Context, pipeline string) (Promotion, error) {
+// Rollback returns champion to previous (reason "rollback"): the newest
+// version, other than the champion, that served all traffic and was not
+// withdrawn. The version rolled back from is withdrawn, so that rolling
+// back again keeps going back. cause says who asked (it is in the event).
+func (r *Registrar) Rollback(ctx context.Context, pipeline, cause string) (Promotion, error) {
 	now := r.now().UTC()
 	var out Promotion
 	rec, err := store.UpdateJSON(ctx, r.kv, pipeline, func(rec *models.Registry, exists bool) error {
@@ -268,15 +303,10 @@ func (r *Registrar) Rollback(ctx context.Context, pipeline string) (Promotion, e
 		if target == 0 {
 			return fmt.Errorf("pipeline %s: %w", pipeline, ErrNoPrevious)
 		}
-		from := rec.Aliases[models.AliasChampion]
-		before := lastMoveTo(rec, target).Previous
-		rec.Aliases[models.AliasChampion] = target
-		if before != 0 && before != from {
-			rec.Aliases[models.AliasPrevious] = before
-		} else {
-			delete(rec.Aliases, models.AliasPrevious)
-		}
-		out.Move = record(rec, models.Move{Alias: models.AliasChampion, Version: target, Previous: from, Reason: models.ReasonRollback, At: now})
+		mv := rec.RollBackTo(target, models.ReasonRollback, "rolled back by hand ("+cause+")", now)
+		mv.EventID, mv.Cause = promotedID(pipeline, mv.Seq), cause
+		mv.CorrelationID = correlation(ctx, mv.EventID)
+		out.Move = *mv
 		rec.UpdatedAt = now
 		return nil
 	})
@@ -286,15 +316,124 @@ func (r *Registrar) Rollback(ctx context.Context, pipeline string) (Promotion, e
 	return out, r.announce(ctx, &rec, out)
 }
 
-// lastMoveTo returns the newest move of champion to version n (zero when
-// none is remembered).
-func lastMoveTo(rec *models.Registry, n int64) models.Move {
-	for i := len(rec.Moves) - 1; i >= 0; i-- {
-		if mv := rec.Moves[i]; mv.Alias == models.AliasChampion && mv.Version == n {
-			return mv
-		}
+// Deployed is the outcome of a deployment: deployment.completed or
+// deployment.rolledback.
+type Deployed struct {
+	Pipeline     string
+	DeploymentID string
+	// Version is the version rolled out; Generation the champion
+	// generation it rolled out (0 from deployers older than generations).
+	Version    int64
+	Generation int64
+	// PreviousVersion is what kept serving (rolledback).
+	PreviousVersion int64
+	// Reason and Figures say why it was rolled back.
+	Reason  string
+	Figures map[string]float64
+	At      time.Time
+}
+
+// Completed records that a deployment completed: its version served all
+// traffic, and is what a rollback returns to once another is champion.
+func (r *Registrar) Completed(ctx context.Context, d Deployed) error {
+	if d.At.IsZero() {
+		d.At = r.now().UTC()
 	}
-	return models.Move{}
+	created := false
+	_, err := store.UpdateJSON(ctx, r.kv, d.Pipeline, func(rec *models.Registry, exists bool) error {
+		created = false
+		if !exists {
+			return &store.NotFoundError{What: fmt.Sprintf("pipeline %q in the model registry", d.Pipeline)}
+		}
+		if _, ok := rec.Version(d.Version); !ok {
+			return &store.NotFoundError{What: fmt.Sprintf("version %d of pipeline %q", d.Version, d.Pipeline)}
+		}
+		if !rec.RecordServed(d.Version, d.Generation, d.DeploymentID, d.At) {
+			return store.ErrNoChange
+		}
+		created = true
+		rec.UpdatedAt = r.now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if created {
+		bus.Logger(ctx).Info("version served", "pipeline", d.Pipeline, "version", d.Version, "generation", d.Generation)
+	}
+	return nil
+}
+
+// RolledBack moves champion back to what kept serving when the deployer
+// rolled the champion's rollout back (reason "rolledback", with the
+// deployer's reason and figures), so that the whole system follows the
+// model actually serving; the version rolled back is withdrawn. The outcome
+// of a generation that is no longer the newest (a newer promotion
+// superseded the rollout) changes nothing and is counted as stale; a
+// redelivery announces the same move again.
+func (r *Registrar) RolledBack(ctx context.Context, d Deployed) (Promotion, error) {
+	now := r.now().UTC()
+	var out Promotion
+	stale := ""
+	rec, err := store.UpdateJSON(ctx, r.kv, d.Pipeline, func(rec *models.Registry, exists bool) error {
+		out, stale = Promotion{Pipeline: d.Pipeline}, ""
+		if !exists {
+			return &store.NotFoundError{What: fmt.Sprintf("pipeline %q in the model registry", d.Pipeline)}
+		}
+		for i := len(rec.Moves) - 1; i >= 0; i-- {
+			if mv := rec.Moves[i]; mv.Reason == models.ReasonRolledBack && mv.DeploymentID == d.DeploymentID {
+				out.Move, out.Unchanged = mv, true // a redelivery
+				return store.ErrNoChange
+			}
+		}
+		champion := rec.Aliases[models.AliasChampion]
+		switch {
+		case champion != d.Version:
+			stale = fmt.Sprintf("version %d is not champion (v%d is)", d.Version, champion)
+		case d.Generation != 0 && d.Generation != rec.Generation():
+			stale = fmt.Sprintf("generation %d is not the newest (%d)", d.Generation, rec.Generation())
+		}
+		if stale != "" {
+			return store.ErrNoChange
+		}
+		target := d.PreviousVersion
+		if _, ok := rec.Version(target); !ok || target == d.Version {
+			target = rec.LastServed(d.Version)
+		}
+		why := "rolled back by the deployer: " + d.Reason
+		if target == 0 {
+			// Nothing served before (the first model could not be loaded):
+			// there is no champion until a model deploys.
+			if v, ok := rec.Version(d.Version); ok {
+				v.Withdrawn = why
+			}
+			delete(rec.Aliases, models.AliasChampion)
+			rec.RefreshPrevious()
+			rec.UpdatedAt = now
+			return nil
+		}
+		mv := rec.RollBackTo(target, models.ReasonRolledBack, why, now)
+		mv.EventID, mv.Cause, mv.DeploymentID = promotedID(d.Pipeline, mv.Seq), d.Reason, d.DeploymentID
+		mv.Figures = d.Figures
+		mv.CorrelationID = correlation(ctx, mv.EventID)
+		out.Move = *mv
+		rec.UpdatedAt = now
+		return nil
+	})
+	if err != nil {
+		return Promotion{}, err
+	}
+	if stale != "" {
+		bus.Stale(ctx, "deployment.rolledback", "rollback of a superseded deployment: champion not moved",
+			"pipeline", d.Pipeline, "version", d.Version, "generation", d.Generation, "why", stale)
+		return out, nil
+	}
+	if out.Move.Seq == 0 {
+		bus.Logger(ctx).Warn("champion withdrawn: its rollout was rolled back and no version served before it",
+			"pipeline", d.Pipeline, "version", d.Version)
+		return out, nil
+	}
+	return out, r.announce(ctx, &rec, out)
 }
 
 // announce publishes the model.promoted of a promotion.
@@ -358,6 +497,7 @@ func (r *Registrar) publishPromoted(ctx context.Context, rec *models.Registry, m
 		Pipeline: rec.Pipeline, ModelVersion: v.Version, Alias: mv.Alias, PreviousVersion: mv.Previous,
 		Reason: mv.Reason, Artifact: v.Artifact.Proto(), Algorithm: v.Algorithm, Metrics: v.Metrics,
 		Schema: v.Schema.Proto(), Lineage: v.Lineage.Proto(),
+		Generation: mv.Seq, Cause: mv.Cause, Figures: mv.Figures, DeploymentId: mv.DeploymentID,
 	}
 	if v.Reference != nil {
 		msg.Reference = v.Reference.Proto()

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
@@ -129,10 +131,20 @@ func TestVersionsAreMonotonic(t *testing.T) {
 	if len(rec.Versions) != 8 || len(rec.Aliases) != 0 {
 		t.Fatalf("%d versions, aliases %v; want 8 rejected, no alias", len(rec.Versions), rec.Aliases)
 	}
-	for _, id := range []string{"b1", "b2"} {
-		reg, err := r.Register(env.Ctx(), registry.Evaluation{EventID: "ev-" + id, Evaluated: evaluated(p, id, models.VerdictBlessed, 0.9)})
+	for i, id := range []string{"b1", "b2"} {
+		ev := evaluated(p, id, models.VerdictBlessed, 0.9)
+		ev.ChampionAtEvaluation = proto.Int64(int64(8 + i)) // none, then b1's version
+		if i == 0 {
+			ev.ChampionAtEvaluation = proto.Int64(0)
+		}
+		reg, err := r.Register(env.Ctx(), registry.Evaluation{EventID: "ev-" + id, Evaluated: ev})
 		if err != nil || !reg.Created || reg.Promoted == nil {
 			t.Fatalf("Register %s = %+v, %v", id, reg, err)
+		}
+		// The deployer rolled it out: it served, and is what a rollback
+		// returns to once another is champion.
+		if err := r.Completed(env.Ctx(), registry.Deployed{Pipeline: p, Version: reg.Version.Version, Generation: reg.Promoted.Seq}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	rec, _ = r.Get(env.Ctx(), p)
@@ -141,7 +153,9 @@ func TestVersionsAreMonotonic(t *testing.T) {
 	}
 	// A redelivery of the first blessed one changes nothing and does not
 	// announce a promotion that is no longer true.
-	again, err := r.Register(env.Ctx(), registry.Evaluation{EventID: "ev-b1", Evaluated: evaluated(p, "b1", models.VerdictBlessed, 0.9)})
+	first := evaluated(p, "b1", models.VerdictBlessed, 0.9)
+	first.ChampionAtEvaluation = proto.Int64(0)
+	again, err := r.Register(env.Ctx(), registry.Evaluation{EventID: "ev-b1", Evaluated: first})
 	if err != nil || again.Created || again.Version.Version != 9 {
 		t.Fatalf("redelivered Register = %+v, %v", again, err)
 	}
@@ -162,9 +176,17 @@ func TestPromoteAndRollback(t *testing.T) {
 	const p = "manual"
 	r := registry.NewRegistrar(env.Buckets.Registry, env.Pub)
 	for i, verdict := range []string{models.VerdictBlessed, models.VerdictBlessed, models.VerdictRejected} {
-		if _, err := r.Register(env.Ctx(), registry.Evaluation{EventID: fmt.Sprintf("evaluated-r%d", i+1), CorrelationID: "corr", CausationID: fmt.Sprintf("completed-r%d", i+1),
-			Evaluated: evaluated(p, fmt.Sprintf("r%d", i+1), verdict, 0.7+float64(i)/100)}); err != nil {
+		ev := evaluated(p, fmt.Sprintf("r%d", i+1), verdict, 0.7+float64(i)/100)
+		ev.ChampionAtEvaluation = proto.Int64(int64(min(i, 2)))
+		reg, err := r.Register(env.Ctx(), registry.Evaluation{EventID: fmt.Sprintf("evaluated-r%d", i+1), CorrelationID: "corr", CausationID: fmt.Sprintf("completed-r%d", i+1),
+			Evaluated: ev})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if reg.Promoted != nil {
+			if err := r.Completed(env.Ctx(), registry.Deployed{Pipeline: p, Version: reg.Version.Version, Generation: reg.Promoted.Seq}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	h := svc.Handler()
@@ -247,13 +269,13 @@ func TestPromoteAndRollback(t *testing.T) {
 	if n := len(env.Events(p, events.ModelPromoted)); n != len(want) {
 		t.Fatalf("%d model.promoted after a no-op promote, want %d", n, len(want))
 	}
-	if _, err := r.Rollback(env.Ctx(), "nothing-here"); !store.IsNotFound(err) {
+	if _, err := r.Rollback(env.Ctx(), "nothing-here", "test"); !store.IsNotFound(err) {
 		t.Fatalf("Rollback of an unknown pipeline = %v", err)
 	}
-	if _, err := r.Rollback(env.Ctx(), p); err != nil {
+	if _, err := r.Rollback(env.Ctx(), p, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Rollback(env.Ctx(), p); !errors.Is(err, registry.ErrNoPrevious) {
+	if _, err := r.Rollback(env.Ctx(), p, "test"); !errors.Is(err, registry.ErrNoPrevious) {
 		t.Fatalf("Rollback with no previous = %v", err)
 	}
 

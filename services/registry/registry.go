@@ -42,8 +42,14 @@ const DefaultHTTPAddr = "127.0.0.1:8087"
 // About says what the service does in the loop; it opens the command's help.
 const About = `Registry is the record of models. On model.evaluated it records the version — metrics,
 gates, lineage back to its datasets and the events that caused it — in the gyre-registry
-bucket and emits model.registered; when the verdict is blessed it moves the pipeline's
-champion alias (its champion becomes previous) and emits model.promoted.
+bucket and emits model.registered; when the verdict is blessed — and was judged against
+the champion in force — it moves the pipeline's champion alias and emits model.promoted.
+Its record is the desired state every other service reconciles to: each move has a
+generation (1, 2, …) carried by model.promoted. On deployment.completed it records that the
+version served (previous is the newest version that did, other than the champion); on
+deployment.rolledback it moves champion back to what kept serving (reason rolledback,
+with the deployer's reason and figures), so that the monitor and the evaluator follow
+the model that actually serves.
 
 HTTP API:
   GET  /v1/pipelines/{pipeline}/models               versions, newest first, and aliases
@@ -78,9 +84,12 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{rt: rt, buckets: store.NewLazy(deps.JS)}
-	decl := events.EventConsumer(Name, "model-evaluated", events.ModelEvaluated)
-	if err := rt.Router().Handle(decl, s.onModelEvaluated); err != nil {
-		return nil, fmt.Errorf("%s: handler %s: %w", Name, decl.Durable(), err)
+	if err := rt.Router().HandleDeclared(map[string]bus.Handler{
+		"model-evaluated":       s.onModelEvaluated,
+		"deployment-completed":  s.onDeploymentCompleted,
+		"deployment-rolledback": s.onDeploymentRolledBack,
+	}); err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	routes := map[string]http.HandlerFunc{
 		"GET /v1/pipelines/{pipeline}/models":           s.serveModels,
@@ -127,6 +136,46 @@ func (s *Service) onModelEvaluated(ctx context.Context, ev event.Event) error {
 	_, err = r.Register(ctx, Evaluation{
 		EventID: ev.ID(), CorrelationID: bus.Ext(ev, bus.ExtCorrelationID), CausationID: bus.Ext(ev, bus.ExtCausationID),
 		Evaluated: msg,
+	})
+	return err
+}
+
+// onDeploymentCompleted records that a version served all traffic.
+func (s *Service) onDeploymentCompleted(ctx context.Context, ev event.Event) error {
+	var m gyrev1.DeploymentCompleted
+	if err := bus.DecodePayload(ev, &m); err != nil {
+		return err
+	}
+	if m.GetModelVersion() < 1 {
+		return bus.Permanentf("%s %s: modelVersion %d, want a version >= 1", ev.Type(), ev.ID(), m.GetModelVersion())
+	}
+	r, err := s.registrar(ctx)
+	if err != nil {
+		return err
+	}
+	return r.Completed(ctx, Deployed{
+		Pipeline: m.GetPipeline(), DeploymentID: m.GetDeploymentId(), Version: m.GetModelVersion(),
+		Generation: m.GetGeneration(), PreviousVersion: m.GetPreviousVersion(), At: ev.Time().UTC(),
+	})
+}
+
+// onDeploymentRolledBack moves champion back to what kept serving.
+func (s *Service) onDeploymentRolledBack(ctx context.Context, ev event.Event) error {
+	var m gyrev1.DeploymentRolledBack
+	if err := bus.DecodePayload(ev, &m); err != nil {
+		return err
+	}
+	if m.GetModelVersion() < 1 {
+		return bus.Permanentf("%s %s: modelVersion %d, want a version >= 1", ev.Type(), ev.ID(), m.GetModelVersion())
+	}
+	r, err := s.registrar(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = r.RolledBack(ctx, Deployed{
+		Pipeline: m.GetPipeline(), DeploymentID: m.GetDeploymentId(), Version: m.GetModelVersion(),
+		Generation: m.GetGeneration(), PreviousVersion: m.GetPreviousVersion(),
+		Reason: m.GetReason(), Figures: m.GetFigures(), At: ev.Time().UTC(),
 	})
 	return err
 }

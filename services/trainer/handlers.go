@@ -16,7 +16,30 @@ import (
 // command (a Trigger, an Outcome, a Job) and calls the scheduler or the
 // worker. Malformed payloads are permanent errors (events.DecodeError).
 
-func (s *Service) onBatchValidated(ctx context.Context, ev event.Event) error {
+// schedulerPorts are the handlers of the scheduler role, bound to the
+// scheduler of one tenure of its lease: every state write they cause
+// carries that tenure's fencing token.
+type schedulerPorts struct{ sch *Scheduler }
+
+// route is a consumer and its handler.
+type route struct {
+	decl events.Consumer
+	h    bus.Handler
+}
+
+// routes declares the scheduler's consumers with their handlers.
+func (p schedulerPorts) routes() []route {
+	return []route{
+		{events.EventConsumer(Name, "batch-validated", events.DataBatchValidated), p.onBatchValidated},
+		{events.EventConsumer(Name, "drift-detected", events.DriftDetected), p.onDriftDetected},
+		{events.EventConsumer(Name, "performance-degraded", events.PerformanceDegraded), p.onPerformanceDegraded},
+		{events.EventConsumer(Name, "training-requested", events.TrainingRequested), p.onTrainingRequested},
+		{events.EventConsumer(Name, "training-completed", events.TrainingCompleted), p.onTrainingCompleted},
+		{events.EventConsumer(Name, "training-failed", events.TrainingFailed), p.onTrainingFailed},
+	}
+}
+
+func (p schedulerPorts) onBatchValidated(ctx context.Context, ev event.Event) error {
 	msg := &gyrev1.DataBatchValidated{}
 	if err := decode(ev, msg, msg.GetPipeline); err != nil {
 		return err
@@ -24,30 +47,30 @@ func (s *Service) onBatchValidated(ctx context.Context, ev event.Event) error {
 	if msg.GetBatchId() == "" {
 		return bus.Permanentf("%s %s: no batch id", ev.Type(), ev.ID())
 	}
-	_, err := s.scheduler.Schedule(ctx, Trigger{
+	_, err := p.sch.Schedule(ctx, Trigger{
 		Pipeline: msg.GetPipeline(), Reason: ReasonBootstrap, EventID: ev.ID(), EventType: ev.Type(),
 		RequestedBy: Name, BatchID: msg.GetBatchId(),
 	})
 	return err
 }
 
-func (s *Service) onDriftDetected(ctx context.Context, ev event.Event) error {
+func (p schedulerPorts) onDriftDetected(ctx context.Context, ev event.Event) error {
 	msg := &gyrev1.DriftDetected{}
 	if err := decode(ev, msg, msg.GetPipeline); err != nil {
 		return err
 	}
-	_, err := s.scheduler.Schedule(ctx, Trigger{
+	_, err := p.sch.Schedule(ctx, Trigger{
 		Pipeline: msg.GetPipeline(), Reason: ReasonDrift, EventID: ev.ID(), EventType: ev.Type(), RequestedBy: Name,
 	})
 	return err
 }
 
-func (s *Service) onPerformanceDegraded(ctx context.Context, ev event.Event) error {
+func (p schedulerPorts) onPerformanceDegraded(ctx context.Context, ev event.Event) error {
 	msg := &gyrev1.PerformanceDegraded{}
 	if err := decode(ev, msg, msg.GetPipeline); err != nil {
 		return err
 	}
-	_, err := s.scheduler.Schedule(ctx, Trigger{
+	_, err := p.sch.Schedule(ctx, Trigger{
 		Pipeline: msg.GetPipeline(), Reason: ReasonPerformance, EventID: ev.ID(), EventType: ev.Type(), RequestedBy: Name,
 	})
 	return err
@@ -56,8 +79,8 @@ func (s *Service) onPerformanceDegraded(ctx context.Context, ev event.Event) err
 // onTrainingRequested takes manual requests (from the CLI or any client).
 // The scheduler's own requests travel the same subject; they are not
 // triggers and are skipped by their source.
-func (s *Service) onTrainingRequested(ctx context.Context, ev event.Event) error {
-	if ev.Source() == s.scheduler.source {
+func (p schedulerPorts) onTrainingRequested(ctx context.Context, ev event.Event) error {
+	if ev.Source() == p.sch.source {
 		return nil
 	}
 	msg := &gyrev1.TrainingRequested{}
@@ -68,23 +91,23 @@ func (s *Service) onTrainingRequested(ctx context.Context, ev event.Event) error
 	if by == "" {
 		by = ev.Source()
 	}
-	_, err := s.scheduler.Schedule(ctx, Trigger{
+	_, err := p.sch.Schedule(ctx, Trigger{
 		Pipeline: msg.GetPipeline(), Reason: ReasonManual, EventID: ev.ID(), EventType: ev.Type(), RequestedBy: by,
 	})
 	return err
 }
 
-func (s *Service) onTrainingCompleted(ctx context.Context, ev event.Event) error {
+func (p schedulerPorts) onTrainingCompleted(ctx context.Context, ev event.Event) error {
 	msg := &gyrev1.TrainingCompleted{}
 	if err := decode(ev, msg, msg.GetPipeline); err != nil {
 		return err
 	}
-	return s.scheduler.Settle(ctx, msg.GetPipeline(), Outcome{RequestID: msg.GetRequestId(), Status: StatusCompleted})
+	return p.sch.Settle(ctx, msg.GetPipeline(), Outcome{RequestID: msg.GetRequestId(), Status: StatusCompleted})
 }
 
 // onTrainingFailed settles a request only on a final failure: a retryable
 // one is still in flight.
-func (s *Service) onTrainingFailed(ctx context.Context, ev event.Event) error {
+func (p schedulerPorts) onTrainingFailed(ctx context.Context, ev event.Event) error {
 	msg := &gyrev1.TrainingFailed{}
 	if err := decode(ev, msg, msg.GetPipeline); err != nil {
 		return err
@@ -92,7 +115,7 @@ func (s *Service) onTrainingFailed(ctx context.Context, ev event.Event) error {
 	if msg.GetRetryable() {
 		return nil
 	}
-	return s.scheduler.Settle(ctx, msg.GetPipeline(), Outcome{RequestID: msg.GetRequestId(), Status: StatusFailed, Error: msg.GetError()})
+	return p.sch.Settle(ctx, msg.GetPipeline(), Outcome{RequestID: msg.GetRequestId(), Status: StatusFailed, Error: msg.GetError()})
 }
 
 // onJob takes a job from the pool's queue.

@@ -51,7 +51,11 @@ type SchedulerState struct {
 	// pipeline.
 	InFlight *InFlight `json:"inFlight,omitempty"`
 	// LastRequestSeq is the newest validated batch (store.ValidatedBatch.Seq)
-	// when the last request was made: the cooldown counts from it.
+	// when the last request was made: the cooldown counts from it. The
+	// log's newest Seq minus it is the number of batches validated since,
+	// also when some were inserted before older entries (arrived earlier,
+	// validated late): an insertion renumbers every entry after it, the
+	// newest included.
 	LastRequestSeq int64     `json:"lastRequestSeq,omitempty"`
 	LastRequestID  string    `json:"lastRequestId,omitempty"`
 	LastRequestAt  time.Time `json:"lastRequestAt,omitzero"`
@@ -61,6 +65,10 @@ type SchedulerState struct {
 	Windows []string `json:"windows,omitempty"`
 	// LastOutcome is how the last finished request ended.
 	LastOutcome *Outcome `json:"lastOutcome,omitempty"`
+	// LeaseToken is the fencing token of the newest tenure of the
+	// scheduler's lease that wrote this state; a write by an older one is
+	// refused (see Scheduler.Fenced).
+	LeaseToken uint64 `json:"leaseToken,omitempty"`
 }
 
 // InFlight is a request being trained.
@@ -186,6 +194,14 @@ func Decide(st *SchedulerState, t Trigger, p Policy) Decision {
 // size batches before the newest one, which is kept for evaluation. With a
 // single batch, it is that batch (the evaluator then scores in-sample, and
 // says so).
+//
+// The log is in arrival order. A batch validated late is inserted where it
+// arrived, so a window cut after its insertion holds it in its place, and
+// the window — its dataset version, a hash of the batches in order — is
+// then a new one, which a trigger may request; a window requested before
+// the insertion stays what it was. The newest batch, kept for evaluation,
+// is the newest to arrive (the evaluator picks the same one: the newest of
+// the log outside the window).
 func Window(batches []store.ValidatedBatch, size int) []store.ValidatedBatch {
 	n := len(batches)
 	if n <= 1 {

@@ -64,6 +64,15 @@ func TestDecide(t *testing.T) {
 		return p
 	}
 	champion := func(p *trainer.Policy) { p.HasChampion = true }
+	// late is log(4) after "a", which arrived between b1 and b2, was
+	// validated last: inserted in its place, the entries renumbered.
+	late := func(p *trainer.Policy) {
+		p.Batches = slices.Insert(log(4), 1, store.ValidatedBatch{BatchID: "a", Sha256: fmt.Sprintf("%064d", 99)})
+		for i := range p.Batches {
+			p.Batches[i].Seq = int64(i + 1)
+		}
+	}
+	window3 := func(p *trainer.Policy) { late(p); p.WindowBatches = 3 }
 	drift := trainer.Trigger{Pipeline: "p", Reason: trainer.ReasonDrift, EventID: "ev-drift"}
 	tests := []struct {
 		name    string
@@ -87,6 +96,9 @@ func TestDecide(t *testing.T) {
 		{"same window", trainer.SchedulerState{Windows: []string{window(4, 2)}}, drift, with(4, nil), nil, "already requested", false},
 		{"same window, manual", trainer.SchedulerState{Windows: []string{window(4, 2)}}, trainer.Trigger{Reason: trainer.ReasonManual}, with(4, nil), nil, "already requested", false},
 		{"no batches", trainer.SchedulerState{}, drift, with(0, nil), nil, "no validated batch", false},
+		// Requested when the log was b1…b4 (newest seq 4, window b1 b2 b3).
+		{"a late batch counts towards the cooldown", trainer.SchedulerState{LastRequestSeq: 4}, drift, with(0, late), nil, "cooldown: 1", false},
+		{"a late batch makes a new window", trainer.SchedulerState{LastRequestSeq: 4, Windows: []string{window(4, 3)}}, trainer.Trigger{Reason: trainer.ReasonManual}, with(0, window3), []string{"a", "b2", "b3"}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

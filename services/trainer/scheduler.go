@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -56,6 +57,9 @@ type Scheduler struct {
 	// expiry is how long a request may stay in flight before it is presumed
 	// lost (its worker's attempts ran out without a word).
 	expiry time.Duration
+	// token is the fencing token of the lease tenure this scheduler acts
+	// for (see Fenced); 0 for one that acts for none.
+	token uint64
 }
 
 // NewScheduler returns a scheduler emitting with source /gyre/trainer. It
@@ -63,6 +67,62 @@ type Scheduler struct {
 // with queues nil it queues without asking.
 func NewScheduler(buckets Buckets, pub Publisher, queues Queues, inFlightExpiry time.Duration) *Scheduler {
 	return &Scheduler{buckets: buckets, pub: pub, queues: queues, source: "/gyre/" + Name, now: time.Now, expiry: inFlightExpiry}
+}
+
+// Fenced returns the scheduler acting for the tenure of the scheduler's
+// lease whose fencing token is token. Each of its writes of a pipeline's
+// state stamps the token there (SchedulerState.LeaseToken) and is refused
+// with a *DeposedError when the state carries a larger one: a later holder
+// has acted on that pipeline, so this one was deposed, whatever its own
+// clock says. Unfenced (token 0), a scheduler is refused on any state a
+// holder has written: it is for tests and tools on state no holder owns.
+func (s *Scheduler) Fenced(token uint64) *Scheduler {
+	c := *s
+	c.token = token
+	return &c
+}
+
+// DeposedError is a scheduler state write refused by fencing: the state
+// was written by a later tenure of the lease than the writer's. It is
+// transient, deliberately: the message in hand goes back to the stream
+// (after the in-process retries, which are refused too), where the
+// holder — which has it or gets it next, the consumer being ordered —
+// handles it, and a message the holder has handled already is not handled
+// again (an ack from the holder settles it; this replica's nak of an older
+// delivery changes nothing). A permanent error would dead-letter a message
+// the holder may still need.
+type DeposedError struct {
+	Pipeline string
+	// Token is the writer's; Current is the one the state carries.
+	Token, Current uint64
+}
+
+func (e *DeposedError) Error() string {
+	return fmt.Sprintf("scheduler deposed: the state of %s was written by lease tenure %d, this replica acts for %d; the message is left to the holder",
+		e.Pipeline, e.Current, e.Token)
+}
+
+// fence checks the writer's token against the state's and stamps it there;
+// stamped says the state changed, so that it is written even when nothing
+// else changes: the first write of a new holder fences the old one out
+// before the old one can act on what the new one decided.
+func (s *Scheduler) fence(st *SchedulerState) (stamped bool, err error) {
+	switch {
+	case st.LeaseToken > s.token:
+		return false, &DeposedError{Pipeline: st.Pipeline, Token: s.token, Current: st.LeaseToken}
+	case st.LeaseToken < s.token:
+		st.LeaseToken = s.token
+		return true, nil
+	}
+	return false, nil
+}
+
+// unlessStamped is ErrNoChange, or nil when the state has a new token to write.
+func unlessStamped(stamped bool) error {
+	if stamped {
+		return nil
+	}
+	return store.ErrNoChange
 }
 
 // Scheduled says what the scheduler did with a trigger.
@@ -119,6 +179,10 @@ func (s *Scheduler) Schedule(ctx context.Context, t Trigger) (Scheduled, error) 
 	_, err = store.UpdateJSON(ctx, b.State, StateKey(t.Pipeline), func(st *SchedulerState, _ bool) error {
 		st.Pipeline = t.Pipeline
 		out = Scheduled{}
+		stamped, err := s.fence(st)
+		if err != nil {
+			return err
+		}
 		d := Decide(st, t, policy)
 		out.Why = d.Why
 		if d.Republish {
@@ -127,10 +191,10 @@ func (s *Scheduler) Schedule(ctx context.Context, t Trigger) (Scheduled, error) 
 				return fmt.Errorf("state %s: request in flight: %w", StateKey(t.Pipeline), err)
 			}
 			out.Request, out.EventID = req, st.InFlight.EventID
-			return store.ErrNoChange
+			return unlessStamped(stamped)
 		}
 		if !d.Request {
-			return store.ErrNoChange
+			return unlessStamped(stamped)
 		}
 		req, err := newRequest(t, spec, rev, d)
 		if err != nil {
@@ -149,7 +213,7 @@ func (s *Scheduler) Schedule(ctx context.Context, t Trigger) (Scheduled, error) 
 		return nil
 	})
 	if err != nil {
-		return Scheduled{}, err
+		return Scheduled{}, deposed(ctx, err)
 	}
 	log := bus.Logger(ctx)
 	if out.Request == nil {
@@ -257,16 +321,30 @@ func (s *Scheduler) Settle(ctx context.Context, pipeline string, o Outcome) erro
 		if !exists {
 			st.Pipeline = pipeline
 		}
+		stamped, err := s.fence(st)
+		if err != nil {
+			return err
+		}
 		if !st.Settle(o) {
-			return store.ErrNoChange
+			return unlessStamped(stamped)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return deposed(ctx, err)
 	}
 	bus.Logger(ctx).Info("training request settled", "pipeline", pipeline, "request_id", o.RequestID, "status", o.Status)
 	return nil
+}
+
+// deposed logs a write refused by fencing, once per attempt, and returns err.
+func deposed(ctx context.Context, err error) error {
+	var d *DeposedError
+	if errors.As(err, &d) {
+		bus.Logger(ctx).Warn("scheduler deposed: state write refused; the message is left to the lease holder",
+			"pipeline", d.Pipeline, "token", d.Token, "holder_token", d.Current)
+	}
+	return err
 }
 
 // State reads a pipeline's scheduler state.

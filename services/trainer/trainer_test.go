@@ -50,6 +50,8 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"bad pool", func(c *trainer.Config) { c.Pool = "GPU" }, "--pool (env GYRE_TRAINER_POOL)"},
 		{"zero concurrency", func(c *trainer.Config) { c.Concurrency = 0 }, "--concurrency (env GYRE_TRAINER_CONCURRENCY)"},
 		{"shared field", func(c *trainer.Config) { c.NATSURL = "" }, "--nats"},
+		{"empty replica id", func(c *trainer.Config) { c.ReplicaID = "" }, "--replica-id (env GYRE_TRAINER_REPLICA_ID)"},
+		{"bad replica id", func(c *trainer.Config) { c.ReplicaID = "a b" }, "--replica-id (env GYRE_TRAINER_REPLICA_ID)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

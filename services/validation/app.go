@@ -27,6 +27,12 @@ type Received struct {
 	Format   string
 	// Object is the stored batch in gyre-batches.
 	Object *gyrev1.ObjectRef
+	// ArrivalSeq and ArrivedAt place the batch in arrival order: the stream
+	// sequence and stored time of its data.batch.received (zero when
+	// unknown: the batch goes at the end of the log). See
+	// store.ValidatedBatch.
+	ArrivalSeq uint64
+	ArrivedAt  time.Time
 }
 
 // Outcome is what validating a batch decided.
@@ -169,9 +175,14 @@ func (v *Validator) schema(ctx context.Context, kv jetstream.KeyValue, p *pipeli
 
 func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received, p *pipeline.Pipeline, rev uint64, r *Report) (Outcome, error) {
 	id := bus.StableID(events.DataBatchValidated, cmd.Pipeline, cmd.BatchID, cmd.Object.GetSha256())
+	// The batch takes its arrival position in the log, not the position of
+	// the moment its validation finished: a batch whose validation was
+	// retried, or that another replica held while it crashed, still comes
+	// before the batches that arrived after it.
 	entry, err := store.AppendValidated(ctx, bk.State, cmd.Pipeline, store.ValidatedBatch{
 		BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Format: cmd.Format, Rows: int64(r.Rows),
 		Sha256: cmd.Object.GetSha256(), EventID: id, At: time.Now().UTC(),
+		ArrivalSeq: cmd.ArrivalSeq, ArrivedAt: cmd.ArrivedAt.UTC(),
 	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
@@ -181,9 +192,12 @@ func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received,
 		// by something else; do not announce a batch the log does not hold.
 		return Outcome{}, bus.Permanentf("validate batch %q: the validated-batch log holds this id for other content (sha256 %s)", cmd.BatchID, entry.Sha256)
 	}
-	// The first validated batch of a pipeline without a declared schema is
-	// the one its schema was inferred from.
-	inferred := len(p.Spec.Dataset.Schema) == 0 && entry.Seq == 1
+	// The first batch validated for a pipeline without a declared schema is
+	// the one its schema was inferred from: the first appended, wherever a
+	// batch that arrived before it (validated later) now puts it. The
+	// stored entry answers the same on a redelivery. (Entries from before
+	// AppendSeq: the first in the log.)
+	inferred := len(p.Spec.Dataset.Schema) == 0 && (entry.AppendSeq == 1 || entry.AppendSeq == 0 && entry.Seq == 1)
 	ev, err := events.New("/gyre/"+Name, cmd.Pipeline, &gyrev1.DataBatchValidated{
 		Pipeline: cmd.Pipeline, BatchId: cmd.BatchID, Object: cmd.Object, Format: cmd.Format, Rows: int64(r.Rows),
 		Columns: r.Columns, Checks: r.Checks, ChecksPassed: r.AllChecksPassed(), LabelColumn: p.Spec.Dataset.Label,
@@ -197,7 +211,7 @@ func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received,
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 	}
 	bus.Logger(ctx).Info("batch validated", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID, "rows", r.Rows,
-		"seq", entry.Seq, "labelled", r.Labelled, "schemaInferred", inferred)
+		"seq", entry.Seq, "arrivalSeq", entry.ArrivalSeq, "labelled", r.Labelled, "schemaInferred", inferred)
 	return Outcome{Validated: true, Report: r, EventID: id, SchemaInferred: inferred}, nil
 }
 

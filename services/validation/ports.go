@@ -30,9 +30,16 @@ func (s *Service) batchReceived(ctx context.Context, ev event.Event) error {
 	if msg.GetBatchId() == "" || msg.GetObject().GetKey() == "" {
 		return bus.Permanentf("data.batch.received %s: batchId and object.key are required", ev.ID())
 	}
-	_, err := s.validator.Validate(ctx, Received{
-		Pipeline: msg.GetPipeline(), BatchID: msg.GetBatchId(), Format: msg.GetFormat(), Object: msg.GetObject(),
-	})
+	cmd := Received{Pipeline: msg.GetPipeline(), BatchID: msg.GetBatchId(), Format: msg.GetFormat(), Object: msg.GetObject()}
+	// The announcement's place in GYRE_EVENTS is the batch's place in
+	// arrival order: ingest announces batches in the order they arrive, the
+	// server numbers them, and a redelivery keeps the number. (The
+	// producer's time on data.batch.arrived would not do: producers' clocks
+	// differ, uploads have none, and ties are common.)
+	if pos, ok := bus.MessagePosition(ctx); ok && pos.Stream == events.StreamEvents {
+		cmd.ArrivalSeq, cmd.ArrivedAt = pos.Seq, pos.Stored
+	}
+	_, err := s.validator.Validate(ctx, cmd)
 	return err
 }
 

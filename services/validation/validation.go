@@ -10,9 +10,10 @@
 // The checks (Checker) are plain functions of a table and a schema; the
 // application code (Validator) loads the spec and the batch, keeps the
 // state the contract of docs/loop.md names — the validated-batch log
-// batches.<pipeline>, the inferred schema schema.<pipeline>, the reasons of a
-// rejected batch rejected.<pipeline>.<batch> — and emits; the ports decode
-// events into its commands. A rejected batch changes nothing but its own
+// batches.<pipeline> (in arrival order), the inferred schema
+// schema.<pipeline>, the reasons of a rejected batch
+// rejected.<pipeline>.<batch> — and emits; the ports decode events into its
+// commands. A rejected batch changes nothing but its own
 // record: it never enters the validated-batch log.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
@@ -50,8 +51,10 @@ has its column's type (float, int, bool; NaN and Inf are invalid in numeric colu
 min/max; categories; the share of missing values per column is at most maxMissingShare;
 every CEL rule of spec.dataset.rules holds. More than spec.dataset.maxRowErrors bad rows
 (default 0), or any problem of the whole batch, rejects it, with up to 100 reasons naming
-column, row and value. A validated batch is appended to the pipeline's validated-batch
-log (gyre-state batches.<pipeline>); a rejected one changes nothing else.`
+column, row and value. A validated batch is added to the pipeline's validated-batch
+log (gyre-state batches.<pipeline>) at its arrival position, the stream sequence of its
+data.batch.received, so the log follows arrival even when a batch's validation finishes
+late; a rejected one changes nothing else.`
 
 // Config is the validation service's configuration.
 type Config struct {

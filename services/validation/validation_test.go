@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,5 +249,58 @@ func TestInferredSchema(t *testing.T) {
 			t.Fatal("the inferred schema was not dropped after a spec declaring one")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReplicasKeepArrivalOrder: two validation replicas share the
+// batches of a pipeline; the validated-batch log holds every valid one in
+// the order they arrived, each with the stream sequence of its
+// data.batch.received as its arrival position, and the rejected one
+// nowhere.
+func TestReplicasKeepArrivalOrder(t *testing.T) {
+	t.Parallel()
+	build := func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := validation.DefaultConfig()
+		cfg.NATSURL = url
+		return validation.New(cfg, deps)
+	}
+	r := servicetest.Start(t, build, build)
+	r.Apply(t, elecSpec)
+	ctx := context.Background()
+	stream, err := r.JS.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	arrival := map[string]uint64{}
+	for i := range 8 {
+		id, csv := fmt.Sprintf("b%d", i), fmt.Sprintf("x,d,class\n0.%d,5,1\n0.5,%d,0\n", i+1, i)
+		if i == 3 {
+			csv = "x,d,class\n7,5,1\n" // x over its max: rejected
+		} else {
+			want = append(want, id)
+		}
+		receive(t, r, "p1", id, csv)
+		last, err := stream.GetLastMsgForSubject(ctx, "gyre.ev.p1.data.batch.received")
+		if err != nil {
+			t.Fatal(err)
+		}
+		arrival[id] = last.Sequence
+	}
+	validated(t, r, "p1", len(want))
+	rejected(t, r, "p1", 1)
+	log, err := store.ValidatedBatches(ctx, r.Buckets.State, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i, e := range log {
+		got = append(got, e.BatchID)
+		if e.Seq != int64(i+1) || e.ArrivalSeq != arrival[e.BatchID] {
+			t.Errorf("%s: seq %d, arrival %d; want seq %d, arrival %d", e.BatchID, e.Seq, e.ArrivalSeq, i+1, arrival[e.BatchID])
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("log %v, want %v", got, want)
 	}
 }

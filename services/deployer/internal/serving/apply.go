@@ -9,19 +9,14 @@ import "context"
 // ["batching", "sampleRate"]; nothing when no model serves the pipeline
 // (the next promotion or restore reads the spec anyway).
 //
-// It reads the spec from the store rather than taking it from the event
-// that announced a change, so that a late or replayed announcement never
-// brings back an older spec.
+// Every replica calls it for each change its watch of gyre-pipelines
+// sees; it reads the spec from the store rather than taking it from the
+// watch, so that a late announcement never brings back an older spec.
 //
 // A new strategy waits for the next rollout: the one in progress goes on
 // as it started. A new rollback policy needs nothing here: each judgement
 // reads the spec.
 func (d *Deployer) ApplySpec(ctx context.Context, name string) ([]string, error) {
-	select {
-	case <-d.restored:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 	if d.server.routing(name) == nil {
 		return nil, nil
 	}

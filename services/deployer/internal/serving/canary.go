@@ -60,9 +60,10 @@ func newRollout(deploymentID string, step int, percent float64, stepRequests int
 	}
 }
 
-// next returns the rollout's following step; labels carry over.
-func (r *Rollout) next(percent float64) *Rollout {
-	return newRollout(r.DeploymentID, r.Step+1, percent, r.StepRequests, r.labels, r.due)
+// at returns the rollout at another step with fresh counts; the labels of
+// the deployment's predictions carry over.
+func (r *Rollout) at(step int, percent float64) *Rollout {
+	return newRollout(r.DeploymentID, step, percent, r.StepRequests, r.labels, r.due)
 }
 
 // sideOf is 1 for the candidate's variants, 0 for the champion.

@@ -1,10 +1,11 @@
 // Package monitoring is the monitor's application: it keeps each
 // pipeline's drift reference (the champion's training window), measures the
 // drift of every materialised batch against it, and joins sampled
-// predictions with their labels into live accuracy per model version. It
-// decides what to emit and returns it; the service publishes. It knows no
-// transport: its inputs are typed commands, its state and data come through
-// the small interfaces below.
+// predictions with their labels (through a JoinStore shared by every
+// replica) into live accuracy per model version. It decides what to emit
+// and returns it; the service publishes. It knows no transport: its inputs
+// are typed commands, its state and data come through the small interfaces
+// below.
 package monitoring
 
 import (
@@ -70,14 +71,8 @@ type ReferenceStore interface {
 	WindowStats(ctx context.Context, key string) (WindowStats, error)
 }
 
-// Options bound the monitor's memory.
+// Options are the monitor's optional settings.
 type Options struct {
-	// MaxPredictions is how many logged predictions are remembered per
-	// pipeline, waiting for their labels.
-	MaxPredictions int
-	// MaxLabels is how many labels of predictions not seen yet are
-	// remembered per pipeline.
-	MaxLabels int
 	// Logger receives what the monitor has to say (default slog.Default);
 	// handlers pass theirs through LoggerFrom.
 	LoggerFrom func(context.Context) *slog.Logger
@@ -100,104 +95,155 @@ type LiveAccuracy struct {
 	Baseline *float64
 }
 
-// Defaults of Options.
-const (
-	DefaultMaxPredictions = 200_000
-	DefaultMaxLabels      = 50_000
-)
-
 // Monitor is the monitor's application.
 type Monitor struct {
-	state   StateStore
-	batches BatchStore
-	specs   SpecStore
-	stats   ReferenceStore
-	join    *joiner
-	logger  func(context.Context) *slog.Logger
-	now     func() time.Time
-	onLive  func(LiveAccuracy)
+	state    StateStore
+	batches  BatchStore
+	registry RegistryStore
+	specs    SpecStore
+	stats    ReferenceStore
+	joins    JoinStore
+	logger   func(context.Context) *slog.Logger
+	now      func() time.Time
+	onLive   func(LiveAccuracy)
 }
 
 // New returns a monitor over its stores.
-func New(state StateStore, batches BatchStore, specs SpecStore, stats ReferenceStore, opts Options) *Monitor {
-	if opts.MaxPredictions <= 0 {
-		opts.MaxPredictions = DefaultMaxPredictions
-	}
-	if opts.MaxLabels <= 0 {
-		opts.MaxLabels = DefaultMaxLabels
-	}
+func New(state StateStore, batches BatchStore, specs SpecStore, stats ReferenceStore, registry RegistryStore, joins JoinStore, opts Options) *Monitor {
 	logger := opts.LoggerFrom
 	if logger == nil {
 		logger = func(context.Context) *slog.Logger { return slog.Default() }
 	}
 	return &Monitor{
-		state: state, batches: batches, specs: specs, stats: stats,
-		join:   newJoiner(opts.MaxPredictions, opts.MaxLabels),
+		state: state, batches: batches, specs: specs, stats: stats, registry: registry, joins: joins,
 		logger: logger, now: time.Now, onLive: opts.OnLiveAccuracy,
 	}
 }
 
-// Promotion is a model.promoted: the champion whose training window becomes
-// the reference.
-type Promotion struct {
-	EventID           string
-	Pipeline          string
-	ModelVersion      int64
+// Champion is the registry's champion of a pipeline: the desired state the
+// monitor follows.
+type Champion struct {
+	Version int64
+	// Generation is the registry record's generation that made it champion.
+	Generation int64
+	// ReferenceKey is where the trainer stored the window's statistics
+	// (gyre-models); empty when the version names none.
+	ReferenceKey      string
 	BatchIDs          []string
 	FeatureSetVersion string
-	// ReferenceKey is where the trainer stored the window's statistics
-	// (gyre-models); empty when the promotion names none.
-	ReferenceKey string
-	// Metrics are the champion's evaluation metrics; "accuracy" is the
-	// baseline of live accuracy.
+	// Metrics are its evaluation metrics; "accuracy" is the baseline of
+	// live accuracy.
 	Metrics map[string]float64
 }
 
-// Promote makes the champion's training window the reference and stores
-// it with its baseline accuracy, resetting its live counters. The window's
-// statistics are those the trainer stored beside the bundle when the
-// promotion names them, else they are built from the window's batches
-// (lineage → validated-batch log → gyre-batches). A promotion already
-// applied (same event) changes nothing.
-func (m *Monitor) Promote(ctx context.Context, p Promotion) error {
+// RegistryStore reads the registry's champion of a pipeline.
+type RegistryStore interface {
+	// Champion returns the champion and the record's generation; ok is
+	// false when the pipeline has none.
+	Champion(ctx context.Context, pipeline string) (c Champion, ok bool, err error)
+}
+
+// Prompt is a model.promoted: a prompt to follow the registry's champion.
+type Prompt struct {
+	EventID  string
+	Pipeline string
+	// Generation is the one the event announces (0: unknown, an event from
+	// a registry older than generations).
+	Generation int64
+}
+
+// Followed says what following the registry did.
+type Followed struct {
+	// Version is the champion the reference now describes; 0 when there is
+	// none.
+	Version int64
+	// Generation is the registry generation now applied.
+	Generation int64
+	// Changed is true when the reference moved to another version.
+	Changed bool
+	// Stale names why the prompt was ignored as older than what is
+	// applied; empty when it was not.
+	Stale string
+}
+
+// Follow makes the registry's champion the reference, level-triggered: the
+// prompt only says "look"; the registry's record decides what the
+// champion is, and its generation whether it is news. The champion's
+// training window becomes the reference (the statistics the trainer
+// stored beside the bundle, else built from the window's batches: lineage
+// → validated-batch log → gyre-batches), with its evaluation accuracy as
+// the baseline of live accuracy; a champion that changed version is judged
+// on its own predictions only (its live counters start again). A prompt of
+// a generation below the one applied is stale and changes nothing; a
+// prompt of the applied generation (a redelivery) or one whose record has
+// not moved past what is applied changes nothing either.
+func (m *Monitor) Follow(ctx context.Context, p Prompt) (Followed, error) {
 	st, err := m.state.Load(ctx, p.Pipeline)
 	if err != nil {
-		return err
+		return Followed{}, err
 	}
-	if st.Reference != nil && st.Reference.EventID == p.EventID {
-		return nil
+	applied := appliedGeneration(st.Reference)
+	if p.Generation > 0 && p.Generation < applied {
+		return Followed{Version: st.Reference.ModelVersion, Generation: applied,
+			Stale: fmt.Sprintf("generation %d is older than the applied %d", p.Generation, applied)}, nil
 	}
-	ref, err := m.reference(ctx, p)
+	c, ok, err := m.registry.Champion(ctx, p.Pipeline)
 	if err != nil {
-		return err
+		return Followed{}, err
 	}
-	ref.ModelVersion, ref.EventID, ref.BuiltAt = p.ModelVersion, p.EventID, m.now().UTC()
-	if acc, ok := p.Metrics["accuracy"]; ok {
+	if !ok || c.Generation <= applied {
+		out := Followed{Generation: applied}
+		if st.Reference != nil {
+			out.Version = st.Reference.ModelVersion
+		}
+		return out, nil
+	}
+	ref, err := m.reference(ctx, p.Pipeline, c)
+	if err != nil {
+		return Followed{}, err
+	}
+	ref.ModelVersion, ref.Generation, ref.EventID, ref.BuiltAt = c.Version, c.Generation, p.EventID, m.now().UTC()
+	if acc, ok := c.Metrics["accuracy"]; ok {
 		ref.BaselineAccuracy = &acc
 	}
+	out := Followed{Version: c.Version, Generation: c.Generation}
 	err = m.state.Update(ctx, p.Pipeline, func(s *State) error {
-		if s.Reference != nil && s.Reference.EventID == p.EventID {
+		out.Changed = false
+		if appliedGeneration(s.Reference) >= c.Generation {
 			return ErrNoChange
 		}
+		out.Changed = s.Reference == nil || s.Reference.ModelVersion != c.Version
 		s.Reference = ref
-		// The new champion is judged on its own predictions only.
-		if s.Live != nil {
-			delete(s.Live, versionKey(p.ModelVersion))
+		if out.Changed {
+			// The new champion is judged on its own predictions only.
+			if s.Live != nil {
+				delete(s.Live, versionKey(c.Version))
+			}
+			s.live(c.Version)
 		}
-		s.live(p.ModelVersion)
 		s.pruneVersions()
 		return nil
 	})
 	if err != nil {
-		return err
+		return Followed{}, err
 	}
-	m.logger(ctx).Info("drift reference set", "pipeline", p.Pipeline, "model_version", p.ModelVersion,
+	m.logger(ctx).Info("drift reference set", "pipeline", p.Pipeline, "model_version", c.Version, "generation", c.Generation,
 		"features", len(ref.Features), "rows", ref.Rows, "batches", len(ref.BatchIDs))
-	return nil
+	return out, nil
 }
 
-// reference returns the statistics of the promoted model's training window.
-func (m *Monitor) reference(ctx context.Context, p Promotion) (*Reference, error) {
+// appliedGeneration is the registry generation a reference was built for.
+// A reference from before generations counts as generation 0: anything
+// the registry holds now is newer.
+func appliedGeneration(r *Reference) int64 {
+	if r == nil {
+		return 0
+	}
+	return r.Generation
+}
+
+// reference returns the statistics of the champion's training window.
+func (m *Monitor) reference(ctx context.Context, pipelineName string, p Champion) (*Reference, error) {
 	log := m.logger(ctx)
 	if p.ReferenceKey != "" {
 		ws, err := m.stats.WindowStats(ctx, p.ReferenceKey)
@@ -208,24 +254,24 @@ func (m *Monitor) reference(ctx context.Context, p Promotion) (*Reference, error
 			return nil, fmt.Errorf("window statistics %s: %w", p.ReferenceKey, err)
 		default:
 			log.Warn("stored window statistics unusable; building them from the window's batches",
-				"pipeline", p.Pipeline, "model_version", p.ModelVersion, "key", p.ReferenceKey, "error", err)
+				"pipeline", pipelineName, "model_version", p.Version, "key", p.ReferenceKey, "error", err)
 		}
 	}
-	spec, err := m.specs.Pipeline(ctx, p.Pipeline)
+	spec, err := m.specs.Pipeline(ctx, pipelineName)
 	if err != nil {
 		return nil, err
 	}
-	window, read, missing, err := m.readWindow(ctx, p.Pipeline, p.BatchIDs)
+	window, read, missing, err := m.readWindow(ctx, pipelineName, p.BatchIDs)
 	if err != nil {
 		return nil, err
 	}
 	refs, rows, skipped := BuildReferences(FeatureColumns(spec, window), window)
 	if len(missing) > 0 {
 		log.Warn("training-window batches not readable; the reference is built without them",
-			"pipeline", p.Pipeline, "model_version", p.ModelVersion, "missing", missing)
+			"pipeline", pipelineName, "model_version", p.Version, "missing", missing)
 	}
 	if len(skipped) > 0 {
-		log.Warn("features without a reference", "pipeline", p.Pipeline, "model_version", p.ModelVersion, "skipped", describeSkipped(skipped))
+		log.Warn("features without a reference", "pipeline", pipelineName, "model_version", p.Version, "skipped", describeSkipped(skipped))
 	}
 	return &Reference{BatchIDs: read, Missing: missing, FeatureSetVersion: p.FeatureSetVersion, Rows: rows, Features: refs}, nil
 }
@@ -423,69 +469,79 @@ type Labels struct {
 	Labels   []Label
 }
 
-// RestorePredictions adds predictions to the join without counting
-// anything: with RestoreLabels, it rebuilds after a restart the join the
-// monitor keeps in memory, from events it had handled already (their
-// pairs were counted then).
-func (m *Monitor) RestorePredictions(p PredictionLog) {
-	m.join.addPredictions(p.Pipeline, p.ModelVersion, p.Rows)
-}
-
-// RestoreLabels adds labels to the join without counting anything; see
-// RestorePredictions.
-func (m *Monitor) RestoreLabels(l Labels) {
-	m.join.addLabels(l.Pipeline, l.Labels)
-}
-
-// LogPredictions remembers predictions until their labels come, and counts
-// those whose labels came first. It returns the performance.degraded to
-// emit, if any.
+// LogPredictions records predictions in the join and counts those whose
+// labels came first, and the predictions logged. It returns the
+// performance.degraded to emit, if any.
 func (m *Monitor) LogPredictions(ctx context.Context, p PredictionLog) (*gyrev1.PerformanceDegraded, error) {
-	out := m.join.addPredictions(p.Pipeline, p.ModelVersion, p.Rows)
-	return m.count(ctx, p.Pipeline, p.EventID, out, len(out))
+	j, err := m.joins.JoinPredictions(ctx, p.Pipeline, p.EventID, p.ModelVersion, p.Rows)
+	if err != nil {
+		return nil, fmt.Errorf("join predictions of %s: %w", p.EventID, err)
+	}
+	return m.count(ctx, p.Pipeline, p.EventID, j.Pairs, len(j.Pairs), logged{version: p.ModelVersion, n: int64(j.Recorded)})
 }
 
 // ReceiveLabels counts the labelled predictions of a label.received into
 // live accuracy and returns the performance.degraded to emit, if any.
+// Labels of predictions not logged yet wait for them in the join.
 func (m *Monitor) ReceiveLabels(ctx context.Context, l Labels) (*gyrev1.PerformanceDegraded, error) {
-	out := m.join.addLabels(l.Pipeline, l.Labels)
-	return m.count(ctx, l.Pipeline, l.EventID, out, len(l.Labels))
+	j, err := m.joins.JoinLabels(ctx, l.Pipeline, l.EventID, l.Labels)
+	if err != nil {
+		return nil, fmt.Errorf("join labels of %s: %w", l.EventID, err)
+	}
+	return m.count(ctx, l.Pipeline, l.EventID, j.Pairs, len(l.Labels), logged{})
 }
 
-// count adds outcomes to the live counters of their versions and judges
-// the champion's: over the newest max(minRows, eventLabels) labelled
-// predictions, with at least minRows of them, live accuracy below the
-// baseline by more than accuracyDrop degrades, when the cooldown allows.
-func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out []outcome, eventLabels int) (*gyrev1.PerformanceDegraded, error) {
-	st, err := m.state.Load(ctx, pipelineName)
-	if err != nil {
-		m.join.undo(pipelineName, out)
-		return nil, err
-	}
-	if len(out) == 0 {
+// logged is how many predictions of a version an event logged.
+type logged struct {
+	version int64
+	n       int64
+}
+
+// count adds an event's pairs to the live counters of their versions (and
+// its logged predictions to theirs) and judges the champion's: over the
+// newest max(minRows, eventLabels) labelled predictions, with at least
+// minRows of them, live accuracy below the baseline by more than
+// accuracyDrop degrades, when the cooldown allows.
+//
+// The join gives a redelivered event the pairs it completed the first
+// time, so counting once per event id (State.Applied) counts every pair
+// once, also when a handler failed between joining and counting.
+func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, pairs []Pair, eventLabels int, lg logged) (*gyrev1.PerformanceDegraded, error) {
+	if len(pairs) == 0 && lg.n == 0 {
 		// Nothing new; but if this event caused the last emission, the
 		// publish may have failed after the state was written: emit again.
+		st, err := m.state.Load(ctx, pipelineName)
+		if err != nil {
+			return nil, err
+		}
 		return m.reemit(pipelineName, st, trigger), nil
 	}
-	spec, err := m.specs.Pipeline(ctx, pipelineName)
-	if err != nil {
-		m.join.undo(pipelineName, out)
-		return nil, err
+	var (
+		seq             int64
+		minRows, window int
+		maxDrop         float64
+		cooldown        int
+	)
+	if len(pairs) > 0 {
+		// Only pairs are judged, against the spec's policy.
+		spec, err := m.specs.Pipeline(ctx, pipelineName)
+		if err != nil {
+			return nil, err
+		}
+		log, err := m.batches.Log(ctx, pipelineName)
+		if err != nil {
+			return nil, err
+		}
+		seq = lastSeq(log)
+		minRows = spec.Spec.Drift.MinRows
+		maxDrop = spec.Spec.Drift.AccuracyDrop
+		cooldown = cooldownBatches(spec)
+		window = min(max(minRows, eventLabels), MaxWindow)
 	}
-	log, err := m.batches.Log(ctx, pipelineName)
-	if err != nil {
-		m.join.undo(pipelineName, out)
-		return nil, err
-	}
-	seq := lastSeq(log)
-	minRows := spec.Spec.Drift.MinRows
-	maxDrop := spec.Spec.Drift.AccuracyDrop
-	cooldown := cooldownBatches(spec)
-	window := min(max(minRows, eventLabels), MaxWindow)
 
 	var result *Degradation
 	var live *LiveAccuracy
-	err = m.state.Update(ctx, pipelineName, func(s *State) error {
+	err := m.state.Update(ctx, pipelineName, func(s *State) error {
 		result, live = nil, nil
 		if s.applied(trigger) {
 			// Counted already (the acknowledgement of the first delivery
@@ -496,25 +552,30 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 			return ErrNoChange
 		}
 		s.markApplied(trigger)
+		if lg.n > 0 {
+			s.addLogged(lg.version, lg.n)
+		}
 		champion := int64(-1)
 		if s.Reference != nil {
 			champion = s.Reference.ModelVersion
 		}
 		touched := false
-		for _, o := range out {
-			l := s.live(o.version)
+		for _, p := range pairs {
+			l := s.live(p.Version)
 			l.Labelled++
-			if o.correct {
+			if p.Correct() {
 				l.Correct++
 				l.Window += "1"
 			} else {
 				l.Window += "0"
 			}
-			touched = touched || o.version == champion
+			touched = touched || p.Version == champion
 		}
-		for _, l := range s.Live {
-			if len(l.Window) > window {
-				l.Window = l.Window[len(l.Window)-window:]
+		if len(pairs) > 0 {
+			for _, l := range s.Live {
+				if len(l.Window) > window {
+					l.Window = l.Window[len(l.Window)-window:]
+				}
 			}
 		}
 		s.pruneVersions()
@@ -539,7 +600,7 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 		}
 		result = &Degradation{
 			ModelVersion: champion, Baseline: baseline, Live: acc, Drop: baseline - acc, MaxDrop: maxDrop,
-			Labelled: int64(n), Predictions: m.join.loggedCount(pipelineName, champion),
+			Labelled: int64(n), Predictions: s.loggedOf(champion),
 		}
 		s.Performance = PerformanceCooldown{
 			Cooldown: Cooldown{Emitted: true, Seq: seq, ModelVersion: champion, Count: s.Performance.Count + 1},
@@ -548,7 +609,6 @@ func (m *Monitor) count(ctx context.Context, pipelineName, trigger string, out [
 		return nil
 	})
 	if err != nil {
-		m.join.undo(pipelineName, out)
 		return nil, err
 	}
 	if live != nil && live.Rows > 0 && m.onLive != nil {

@@ -21,6 +21,13 @@ type State struct {
 	Performance PerformanceCooldown `json:"performance"`
 	// Live holds the live-accuracy counters per model version (decimal key).
 	Live map[string]*Live `json:"live,omitempty"`
+	// Logged counts the predictions logged per model version (decimal
+	// key), each prediction id once (its first prediction.logged), since
+	// the version was first seen; performance.degraded reports the
+	// champion's. Unlike Live it is not reset by a promotion: a version's
+	// predictions are often logged (canary, shadow) before the monitor
+	// follows its promotion.
+	Logged map[string]int64 `json:"logged,omitempty"`
 	// Applied lists the ids of the newest events whose labelled outcomes are
 	// counted, so that an event applied twice (a redelivery after a lost
 	// acknowledgement) is counted once.
@@ -32,6 +39,9 @@ type State struct {
 type Reference struct {
 	// ModelVersion is the champion it describes.
 	ModelVersion int64 `json:"modelVersion"`
+	// Generation is the registry generation that made it champion: the
+	// monitor applies a newer one only.
+	Generation int64 `json:"generation,omitempty"`
 	// EventID is the model.promoted event it was built for.
 	EventID string `json:"eventId"`
 	// BaselineAccuracy is the champion's evaluation accuracy; nil when the
@@ -131,8 +141,10 @@ const (
 	MaxWindow = 100_000
 	// maxVersions is how many versions' live counters are kept.
 	maxVersions = 4
-	// maxApplied is how many applied event ids are remembered.
-	maxApplied = 64
+	// maxApplied is how many applied event ids are remembered: a
+	// redelivery comes within seconds (the consumers' AckWait), but every
+	// replica applies events meanwhile, predictions and labels alike.
+	maxApplied = 256
 )
 
 func versionKey(v int64) string { return strconv.FormatInt(v, 10) }
@@ -150,34 +162,52 @@ func (s *State) live(v int64) *Live {
 	return l
 }
 
+// addLogged counts n more predictions logged by version v.
+func (s *State) addLogged(v, n int64) {
+	if s.Logged == nil {
+		s.Logged = map[string]int64{}
+	}
+	s.Logged[versionKey(v)] += n
+}
+
+// loggedOf returns the predictions logged by version v.
+func (s *State) loggedOf(v int64) int64 { return s.Logged[versionKey(v)] }
+
 // pruneVersions keeps the counters of the champion and of the newest other
 // versions, maxVersions in all.
 func (s *State) pruneVersions() {
-	if len(s.Live) <= maxVersions {
-		return
-	}
 	champion := int64(-1)
 	if s.Reference != nil {
 		champion = s.Reference.ModelVersion
 	}
+	pruneVersionMap(s.Live, champion)
+	pruneVersionMap(s.Logged, champion)
+}
+
+// pruneVersionMap keeps the entries (by decimal version) of the champion
+// and of the newest other versions, maxVersions in all.
+func pruneVersionMap[V any](m map[string]V, champion int64) {
+	if len(m) <= maxVersions {
+		return
+	}
 	var others []int64
-	for k := range s.Live {
+	for k := range m {
 		v, err := strconv.ParseInt(k, 10, 64)
-		if err != nil || v != champion {
-			if err != nil {
-				delete(s.Live, k)
-				continue
-			}
+		if err != nil {
+			delete(m, k)
+			continue
+		}
+		if v != champion {
 			others = append(others, v)
 		}
 	}
 	slices.Sort(others)
 	keep := maxVersions
-	if _, ok := s.Live[versionKey(champion)]; ok {
+	if _, ok := m[versionKey(champion)]; ok {
 		keep--
 	}
 	for len(others) > keep {
-		delete(s.Live, versionKey(others[0]))
+		delete(m, versionKey(others[0]))
 		others = others[1:]
 	}
 }
