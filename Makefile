@@ -2,6 +2,9 @@
 #
 #   make test       component tests of every module (embedded JetStream), then
 #                   integration tests against the real server at $(NATS_URL)
+#   make test-chaos every chaos scenario, three runs each: the services as
+#                   processes on the real server (and a 3-node cluster), one
+#                   fault each, one invariant check; make test runs two, once
 #   make bench      benchmarks: libs/bus vs raw nats.go jetstream; libs/ml vs scikit-learn
 #                   and XGBoost (make bench-ml); /infer vs a bare handler (make
 #                   bench-serving); each a table
@@ -23,7 +26,7 @@ TEST_TIMEOUT ?= 30m
 PKGS = $(shell go list -m -f '{{.Path}}/...')
 DIRS = $(shell go list -m -f '{{.Dir}}')
 
-.PHONY: all test test-component test-integration test-race bench bench-bus bench-ml bench-serving generate check-generated lint tidy build
+.PHONY: all test test-component test-integration test-chaos test-race bench bench-bus bench-ml bench-serving generate check-generated lint tidy build
 
 all: lint test
 
@@ -41,6 +44,16 @@ test-component:
 ## server process at $(NATS_URL); they fail (never skip) when it is not there.
 test-integration:
 	NATS_URL=$(NATS_URL) go test -count=1 -timeout $(TEST_TIMEOUT) -p 1 ./libs/... ./tests/... ./cmd/gyre/...
+
+## The chaos suite (tests/chaos_test.go): every scenario, CHAOS_RUNS runs
+## each, against the real server at $(NATS_URL) and a cluster of three
+## nats-server processes; the table of lost / duplicated / out-of-order /
+## disagreeing counts and the stall each fault added goes to CHAOS_REPORT.
+CHAOS_RUNS ?= 3
+CHAOS_REPORT ?= chaos-report.md
+test-chaos:
+	GYRE_CHAOS=all GYRE_CHAOS_RUNS=$(CHAOS_RUNS) GYRE_CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) NATS_URL=$(NATS_URL) \
+		go test -count=1 -timeout 180m -run 'TestChaos$$' -v ./tests/ | grep -v '^\s*{'
 
 test-race:
 	env -u NATS_URL go test -race -count=1 ./libs/... ./events/...

@@ -123,6 +123,14 @@ func (f *fleet) freeze(instance string) {
 	}
 }
 
+// thaw resumes a frozen instance (SIGCONT).
+func (f *fleet) thaw(instance string) {
+	f.t.Helper()
+	if err := f.proc(instance).cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		f.t.Fatalf("thaw %s: %v", instance, err)
+	}
+}
+
 // httpURL returns an instance's HTTP base URL, from its log.
 func (f *fleet) httpURL(instance string) string {
 	f.t.Helper()
@@ -433,6 +441,51 @@ func (d *driver) infer(ctx context.Context, deployer string, body []byte) []stri
 	return nil
 }
 
+// rolloutInProgress reports whether a deployer has a rollout of the
+// pipeline in progress (a canary's steps wait for traffic).
+func (d *driver) rolloutInProgress(deployer string) bool {
+	resp, err := quickClient.Get(d.fleet.httpURL(deployer) + "/v1/deployments/" + d.spec.Name())
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Deployment struct {
+			Status string `json:"status"`
+		} `json:"deployment"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
+		return false
+	}
+	switch body.Deployment.Status {
+	case "canary", "shadow", "blue-green":
+		return true
+	}
+	return false
+}
+
+// finishRollouts sends traffic (the stream's first batches again, scored
+// only) until no rollout is in progress: a rollout's steps are judged on
+// traffic, and a run that ends mid-rollout has two versions serving.
+func (d *driver) finishRollouts(ctx context.Context) {
+	d.t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; ; i++ {
+		busy := false
+		for _, dep := range d.deployers {
+			busy = busy || d.rolloutInProgress(dep)
+		}
+		if !busy {
+			d.settle(ctx)
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("a rollout still in progress after 2 minutes of traffic")
+		}
+		d.score(ctx, i%len(d.batchIDs))
+	}
+}
+
 // served returns the version a deployer serves the pipeline with ("" when
 // none or down).
 func (d *driver) served(deployer string) string {
@@ -453,6 +506,7 @@ func (d *driver) served(deployer string) string {
 // natsCluster is three nats-server processes (Debian's, the real server)
 // in one JetStream cluster.
 type natsCluster struct {
+	bin   string
 	urls  []string
 	procs []*exec.Cmd
 	confs []string
@@ -475,7 +529,7 @@ func startNATSCluster(t *testing.T) *natsCluster {
 	t.Helper()
 	bin := requireTool(t, "GYRE_NATS_SERVER", "nats-server", "nats-server")
 	dir := t.TempDir()
-	c := &natsCluster{}
+	c := &natsCluster{bin: bin}
 	client := []int{freePort(t), freePort(t), freePort(t)}
 	route := []int{freePort(t), freePort(t), freePort(t)}
 	var routes []string
@@ -546,6 +600,12 @@ func (c *natsCluster) start(t *testing.T, bin string, i int) {
 		c.procs = append(c.procs, nil)
 	}
 	c.procs[i] = cmd
+}
+
+// restart starts node i again, with its data.
+func (c *natsCluster) restart(t *testing.T, i int) {
+	t.Helper()
+	c.start(t, c.bin, i)
 }
 
 // kill stops node i with SIGKILL.

@@ -75,13 +75,22 @@ func describe(name string, payload proto.Message) (summary, tone string) {
 		if m.GetVerdict() != models.VerdictBlessed {
 			tone = ToneWarn
 		}
+		against := m.GetChampionVersion()
+		if m.ChampionAtEvaluation != nil {
+			against = m.GetChampionAtEvaluation()
+		}
 		return fmt.Sprintf("candidate evaluated: %s (%s) against champion %s", orDash(m.GetVerdict()), orDash(m.GetReason()),
-			versionText(m.GetChampionVersion())), tone
+			versionText(against)), tone
 	case *gyrev1.ModelRegistered:
 		return fmt.Sprintf("model %d registered (%s): %s", m.GetModelVersion(), orDash(m.GetVerdict()), metricsText(m.GetMetrics())), ToneInfo
 	case *gyrev1.ModelPromoted:
-		return fmt.Sprintf("model %d is %s (was %s): %s", m.GetModelVersion(), orDash(m.GetAlias()),
-			versionText(m.GetPreviousVersion()), orDash(m.GetReason())), ToneGood
+		text := fmt.Sprintf("model %d is %s (was %s): %s", m.GetModelVersion(), orDash(m.GetAlias()),
+			versionText(m.GetPreviousVersion()), orDash(m.GetReason()))
+		if c := m.GetCause(); c != "" {
+			// A rollback says why: the deployer's reason, or who asked.
+			return text + " — " + c, ToneBad
+		}
+		return text, ToneGood
 	case *gyrev1.DeploymentStarted:
 		return fmt.Sprintf("%s rollout of model %d started (serving %s)%s", orDash(m.GetStrategy()), m.GetModelVersion(),
 			versionText(m.GetPreviousVersion()), stepsText(m.GetSteps())), ToneInfo
