@@ -339,6 +339,10 @@ const (
 	// (the deployer's rollout controller, the trainer's scheduler): a key
 	// per role, renewed by its holder, gone LeaseTTL after its last renewal.
 	BucketLeases = "gyre-leases"
+	// BucketRollouts holds what each deployer replica counted of the
+	// rollout steps it serves (<pipeline>.<replica>): the controller judges
+	// a step on every replica's traffic.
+	BucketRollouts = "gyre-rollouts"
 	// BucketJoins is the monitor's join of sampled predictions with their
 	// labels, one key per prediction id, shared by every monitor replica.
 	BucketJoins = "gyre-joins"
@@ -356,6 +360,10 @@ const WorkerHeartbeatTTL = 30 * time.Second
 // every third of it and stop acting before it runs out.
 const LeaseTTL = 6 * time.Second
 
+// RolloutTallyTTL is how long a deployer replica's count of a rollout step
+// outlives its last report (every half second while it serves the step).
+const RolloutTallyTTL = 30 * time.Second
+
 // JoinTTL is how long a logged prediction waits in gyre-joins for its label
 // (and a label for its prediction): the prediction stream's retention.
 const JoinTTL = 72 * time.Hour
@@ -370,6 +378,7 @@ func KeyValues() []jetstream.KeyValueConfig {
 		{Bucket: BucketState, Description: "per-service processing state (windows, cooldowns, references)", History: 1, Storage: jetstream.FileStorage},
 		{Bucket: BucketOnline, Description: "online feature store: one row per key <pipeline>.<batch>.<row>", History: 1, Storage: jetstream.FileStorage},
 		{Bucket: BucketLeases, Description: "leases of roles one replica holds at a time", History: 1, TTL: LeaseTTL, Storage: jetstream.FileStorage},
+		{Bucket: BucketRollouts, Description: "deployer: each replica's counts of the rollout steps it serves", History: 1, TTL: RolloutTallyTTL, Storage: jetstream.FileStorage},
 		{Bucket: BucketJoins, Description: "monitor: sampled predictions joined with their labels, by prediction id", History: 1, TTL: JoinTTL, Storage: jetstream.FileStorage},
 	}
 }

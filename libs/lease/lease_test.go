@@ -44,6 +44,12 @@ type candidate struct {
 	done    chan struct{}
 }
 
+func (c *candidate) tokenList() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]uint64(nil), c.tokens...)
+}
+
 func campaign(t *testing.T, kv jetstream.KeyValue, name string, overlap *atomic.Int32) *candidate {
 	t.Helper()
 	c := &candidate{name: name, done: make(chan struct{})}
@@ -107,8 +113,9 @@ func TestOneHolderAndHandOver(t *testing.T) {
 	<-first.done
 	waitLeader(t, ttl, other)
 	t.Logf("handed over in %s", time.Since(start).Round(time.Millisecond))
-	if first.tokens[0] >= other.tokens[0] {
-		t.Fatalf("tokens: first %v, then %v: want a larger token for the later tenure", first.tokens, other.tokens)
+	ft, ot := first.tokenList(), other.tokenList()
+	if len(ft) == 0 || len(ot) == 0 || ft[0] >= ot[0] {
+		t.Fatalf("tokens: first %v, then %v: want a larger token for the later tenure", ft, ot)
 	}
 }
 

@@ -34,8 +34,10 @@ type Buckets struct {
 	State       jetstream.KeyValue
 	// Online is the online feature store (gyre-online).
 	Online jetstream.KeyValue
-	// Leases and Joins: see events.BucketLeases and BucketJoins.
+	// Leases, Rollouts and Joins: see events.BucketLeases,
+	// BucketRollouts and BucketJoins.
 	Leases   jetstream.KeyValue
+	Rollouts jetstream.KeyValue
 	Joins    jetstream.KeyValue
 	Batches  Objects
 	Features Objects
@@ -59,7 +61,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Buckets, error) {
 		{events.BucketPipelines, &b.Pipelines}, {events.BucketRegistry, &b.Registry},
 		{events.BucketDeployments, &b.Deployments}, {events.BucketWorkers, &b.Workers},
 		{events.BucketState, &b.State}, {events.BucketOnline, &b.Online},
-		{events.BucketLeases, &b.Leases}, {events.BucketJoins, &b.Joins},
+		{events.BucketLeases, &b.Leases}, {events.BucketRollouts, &b.Rollouts}, {events.BucketJoins, &b.Joins},
 	}
 	for _, k := range kvs {
 		kv, err := js.KeyValue(ctx, k.name)

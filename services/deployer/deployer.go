@@ -159,8 +159,8 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := registerQueueGauge(deps.Registry, s.log); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
-	s.app = serving.New(st, desiredStore{st}, st, specStore{st}, emitter{pub: rt.Publisher()}, s.log,
-		serving.Options{Logger: rt.Logger().With("replica", cfg.ReplicaID)})
+	s.app = serving.New(st, desiredStore{st}, st, specStore{st}, tallyStore{st}, emitter{pub: rt.Publisher()}, s.log,
+		serving.Options{Logger: rt.Logger().With("replica", cfg.ReplicaID), Replica: cfg.ReplicaID})
 	if err := registerRolloutCollector(deps.Registry, s.app.Records); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}

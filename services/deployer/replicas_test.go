@@ -1,10 +1,12 @@
 package deployer_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/service"
@@ -145,4 +148,52 @@ func TestReplicasServeEachPromotion(t *testing.T) {
 	looptest.WaitFor(t, "the other replica controlling", 10*time.Second, func() bool { return len(leaders(other)) == 1 })
 	h.promote(name, 21, refs[1], 0.9)
 	looptest.WaitFor(t, "v21 served after the handover", 10*time.Second, func() bool { return other.serving(name) == "21" })
+}
+
+// TestStepsAreJudgedOnEveryReplicasTraffic: a canary step is judged on the
+// traffic of all replicas: requests sent only to the replica that does not
+// control the rollouts still roll a failing candidate back.
+func TestStepsAreJudgedOnEveryReplicasTraffic(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	const name = "tallied"
+	h.env.ApplyPipeline(spec(name, "{strategy: canary, steps: [50, 100], stepRequests: 20, rollback: {maxErrorRate: 0.1}}", false))
+	a, b := h.startReplica("a"), h.startReplica("b")
+	looptest.WaitFor(t, "one controller", 10*time.Second, func() bool { return len(leaders(a, b)) == 1 })
+	standby := a
+	if leaders(a, b)[0] == "a" {
+		standby = b
+	}
+	h.promote(name, 1, h.storeBundle(name, "good", false, false), 0.9)
+	looptest.WaitFor(t, "v1 on both", 10*time.Second, func() bool { return a.serving(name) == "1" && b.serving(name) == "1" })
+	// The candidate takes an input z the traffic lacks: every request it
+	// answers fails.
+	h.promote(name, 2, h.storeBundle(name, "needs-z", false, true), 0.9)
+	looptest.WaitFor(t, "the canary on the standby", 10*time.Second, func() bool {
+		resp, err := httpClient.Get(standby.url + "/v1/deployments/" + name)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Deployment struct{ Status string } `json:"deployment"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&body) == nil && body.Deployment.Status == "canary"
+	})
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; len(h.env.Events(name, events.DeploymentRolledBack)) == 0; i++ {
+		if i > 2000 {
+			t.Fatal("no rollback after 2000 requests to the standby")
+		}
+		body, _ := json.Marshal(inferBody(randomRows(r, 2)))
+		resp, err := httpClient.Post(standby.url+"/v2/models/"+name+"/infer", "application/json", bytes.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	rb := looptest.Decode(t, h.env.Events(name, events.DeploymentRolledBack)[0], &gyrev1.DeploymentRolledBack{})
+	if rb.GetModelVersion() != 2 || rb.GetFigures()["requests"] < 20 || !strings.Contains(rb.GetReason(), "errorRate") {
+		t.Fatalf("deployment.rolledback %+v, want v2 rolled back on the standby's %s requests", rb, "20+")
+	}
+	t.Logf("rolled back on the standby's traffic: %s", rb.GetReason())
 }

@@ -29,6 +29,7 @@ var (
 	_ serving.ModelStore      = stores{}
 	_ serving.SpecStore       = specStore{}
 	_ serving.DesiredStore    = desiredStore{}
+	_ serving.TallyStore      = tallyStore{}
 )
 
 func (s stores) Get(ctx context.Context, pipeline string) (serving.Record, uint64, bool, error) {
@@ -229,6 +230,57 @@ func (s desiredStore) Watch(ctx context.Context) (<-chan string, error) {
 		return nil, err
 	}
 	return watchKeys(ctx, b.Registry)
+}
+
+// tallyStore keeps each replica's rollout counts in gyre-rollouts, key
+// <pipeline>.<replica>.
+type tallyStore struct{ stores }
+
+func (s tallyStore) Report(ctx context.Context, t serving.Tally) error {
+	b, err := s.lazy.Get(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = store.PutJSON(ctx, b.Rollouts, t.Pipeline+"."+t.Replica, t)
+	return err
+}
+
+func (s tallyStore) Watch(ctx context.Context) (<-chan serving.Tally, error) {
+	b, err := s.lazy.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w, err := b.Rollouts.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", events.BucketRollouts, err)
+	}
+	out := make(chan serving.Tally)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			var e jetstream.KeyValueEntry
+			select {
+			case <-ctx.Done():
+				return
+			case entry, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				e = entry
+			}
+			var t serving.Tally
+			if e == nil || json.Unmarshal(e.Value(), &t) != nil {
+				continue
+			}
+			select {
+			case out <- t:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
 }
 
 // noPipeline is store's NotFound seen as the application's ErrNoPipeline;

@@ -42,6 +42,14 @@ func (d *Deployer) Lead(ctx context.Context, token uint64) {
 	}
 	d.leading.Store(true)
 	defer d.leading.Store(false)
+	// The other replicas' counts of the steps, while this one controls.
+	tctx, stopTallies := context.WithCancel(ctx)
+	tallied := make(chan struct{})
+	go func() {
+		defer close(tallied)
+		d.watchTallies(tctx)
+	}()
+	defer func() { stopTallies(); <-tallied }()
 	d.opts.Logger.Info("controlling rollouts", "token", token)
 	resync := time.NewTicker(d.opts.Resync)
 	defer resync.Stop()
@@ -230,7 +238,7 @@ func (d *Deployer) start(ctx context.Context, token uint64, want Desired, prev R
 func (d *Deployer) supersede(ctx context.Context, token uint64, rec Record, rev uint64, by int64) (Record, uint64, error) {
 	var figures map[string]float64
 	if r := d.server.routing(rec.Pipeline); r != nil && r.Rollout != nil && r.Rollout.DeploymentID == rec.DeploymentID {
-		figures = Judge(Policy{MaxErrorRate: math.Inf(1)}, r.Rollout.Status(), nil).Figures
+		figures = Judge(Policy{MaxErrorRate: math.Inf(1)}, d.statusOf(r), nil).Figures
 	}
 	rec.Status, rec.Candidate, rec.Figures = StatusRolledBack, nil, figures
 	rec.Reason = fmt.Sprintf("superseded by version %d", by)
@@ -400,18 +408,24 @@ func (d *Deployer) verify(champion, candidate *Model, reqs []*Request, p Policy)
 	return figures, ""
 }
 
-// judgeDue judges every rollout step in force that has fallen due.
+// judgeDue judges every rollout step in force that has fallen due: its
+// candidate served the step's requests on all replicas together.
 func (d *Deployer) judgeDue(ctx context.Context, token uint64) {
 	d.mu.Lock()
-	var due []applied
+	var inProgress []applied
 	for name, a := range d.applied {
 		r := d.server.routing(name)
-		if !InProgress(a.rec.Status) || r == nil || r.Rollout == nil || r.Rollout.DeploymentID != a.rec.DeploymentID || !r.Rollout.Due() {
-			continue
+		if InProgress(a.rec.Status) && r != nil && r.Rollout != nil && r.Rollout.DeploymentID == a.rec.DeploymentID {
+			inProgress = append(inProgress, a)
 		}
-		due = append(due, a)
 	}
 	d.mu.Unlock()
+	var due []applied
+	for _, a := range inProgress {
+		if r := d.server.routing(a.rec.Pipeline); r != nil && r.Rollout != nil && d.statusOf(r).Requests >= int64(r.Rollout.StepRequests) {
+			due = append(due, a)
+		}
+	}
 	for _, a := range due {
 		if err := d.judge(ctx, token, a.rec, a.rev); err != nil && ctx.Err() == nil {
 			d.opts.Logger.Error("rollout step: record or event failed; judged again shortly", "pipeline", a.rec.Pipeline,
@@ -434,7 +448,7 @@ func (d *Deployer) judge(ctx context.Context, token uint64, rec Record, rev uint
 		return err
 	}
 	policy := PolicyOf(spec.Spec.Deployment.Rollback)
-	status := r.Rollout.Status()
+	status := d.statusOf(r)
 	v := Judge(policy, status, r.Champion.Accuracy)
 	back := keeps(rec.PreviousVersion)
 	if rec.Status == StatusBlueGreen {
@@ -473,6 +487,12 @@ func (d *Deployer) judge(ctx context.Context, token uint64, rec Record, rev uint
 	}
 	rec.Step, rec.TrafficPercent, rec.Figures = next, rec.Steps[next-1], v.Figures
 	return d.commit(ctx, token, rec, rev)
+}
+
+// statusOf is the status of a routing's rollout step over every
+// replica's traffic: this one's counts and the others' tallies.
+func (d *Deployer) statusOf(r *Routing) Status {
+	return r.Rollout.StatusWith(d.othersOf(r.Pipeline, r.Rollout.DeploymentID, r.Rollout.Step))
 }
 
 func (d *Deployer) emitStarted(ctx context.Context, rec *Record) error {

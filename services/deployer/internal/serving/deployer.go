@@ -126,6 +126,8 @@ type Options struct {
 	// Resync is how often the controller reconciles every pipeline even
 	// without a change (a safety net under the watches; default 30s).
 	Resync time.Duration
+	// Replica names this replica in its rollout tallies.
+	Replica string
 	// Logger receives what the deployer has to say.
 	Logger *slog.Logger
 }
@@ -229,6 +231,7 @@ type Deployer struct {
 	desired     DesiredStore
 	models      ModelStore
 	specs       SpecStore
+	tallies     TallyStore
 	emit        Emitter
 	sink        PredictionSink
 	opts        Options
@@ -239,6 +242,9 @@ type Deployer struct {
 	// failed holds, per pipeline, why this replica could not put the
 	// newest record in force (absent: it could).
 	failed map[string]error
+	// others holds the other replicas' latest tallies, by pipeline and
+	// replica (the controller's view of their traffic).
+	others map[string]Tally
 
 	// mirrors holds a token per copy of a request being scored.
 	mirrors chan struct{}
@@ -260,7 +266,7 @@ type applied struct {
 }
 
 // New returns a deployer over its stores.
-func New(deployments DeploymentStore, desired DesiredStore, models ModelStore, specs SpecStore, emit Emitter, sink PredictionSink, opts Options) *Deployer {
+func New(deployments DeploymentStore, desired DesiredStore, models ModelStore, specs SpecStore, tallies TallyStore, emit Emitter, sink PredictionSink, opts Options) *Deployer {
 	if opts.TrackedPredictions <= 0 {
 		opts.TrackedPredictions = DefaultTrackedPredictions
 	}
@@ -275,8 +281,8 @@ func New(deployments DeploymentStore, desired DesiredStore, models ModelStore, s
 	}
 	return &Deployer{
 		server:      server{slots: map[string]*atomic.Pointer[Routing]{}},
-		deployments: deployments, desired: desired, models: models, specs: specs, emit: emit, sink: sink, opts: opts,
-		applied: map[string]applied{}, failed: map[string]error{},
+		deployments: deployments, desired: desired, models: models, specs: specs, tallies: tallies, emit: emit, sink: sink, opts: opts,
+		applied: map[string]applied{}, failed: map[string]error{}, others: map[string]Tally{},
 		mirrors:  make(chan struct{}, opts.MirrorsInFlight),
 		restored: make(chan struct{}), wake: make(chan struct{}, 1), now: time.Now,
 	}

@@ -25,6 +25,9 @@ func (d *Deployer) Serve(ctx context.Context) error {
 	pending := map[string]RecordChange{}
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
+	report := time.NewTicker(TallyInterval)
+	defer report.Stop()
+	reported := map[string]Tally{}
 	initial := true
 	for {
 		select {
@@ -55,6 +58,8 @@ func (d *Deployer) Serve(ctx context.Context) error {
 			} else if len(changed) > 0 {
 				d.opts.Logger.Info("serving settings applied", "pipeline", name, "changed", changed)
 			}
+		case <-report.C:
+			d.reportTallies(ctx, reported)
 		case <-retry.C:
 			d.applyPending(ctx, pending)
 			if !initial && len(pending) == 0 {
