@@ -140,7 +140,13 @@ func runModels(ctx context.Context, o registryOptions, args []string, stdout, st
 			if len(args) == 0 {
 				fmt.Fprintf(w, "%s\t", l.Pipeline)
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, v.Verdict, dashIfEmpty(strings.Join(v.Aliases, ",")),
+			verdict := v.Verdict
+			if v.Withdrawn != "" {
+				// A rollback moved champion away from it: not what the next
+				// rollback returns to (gyre models -o json says why).
+				verdict += ",withdrawn"
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", v.Version, verdict, dashIfEmpty(strings.Join(v.Aliases, ",")),
 				fmtMetric(v.Metrics, "accuracy"), v.Algorithm, v.CreatedAt.Local().Format(time.DateTime), v.RequestID)
 		}
 	}

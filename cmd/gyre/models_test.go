@@ -105,6 +105,10 @@ func TestModelsLineagePromoteRollback(t *testing.T) {
 	if err != nil || !strings.Contains(out, "champion is v3 (was v2, reason rollback)") {
 		t.Fatalf("gyre rollback: %v\n%s", err, out)
 	}
+	// The version rolled back from is withdrawn: the list says so.
+	if out, _, err = execute(t, "models", "alpha", nats); err != nil || !strings.Contains(out, "rejected,withdrawn") {
+		t.Fatalf("gyre models alpha after the rollback: %v\n%s", err, out)
+	}
 	promoted := env.Events("alpha", events.ModelPromoted)
 	last := looptest.Decode(t, promoted[len(promoted)-1], &gyrev1.ModelPromoted{})
 	if len(promoted) != 4 || last.GetReason() != models.ReasonRollback || last.GetModelVersion() != 3 || last.GetPreviousVersion() != 2 {

@@ -24,6 +24,11 @@ type Summary struct {
 	CreatedAt time.Time          `json:"createdAt"`
 	RequestID string             `json:"requestId"`
 	Reason    string             `json:"reason,omitempty"`
+	// Withdrawn says why a rollback moved champion away from the version
+	// (not what a rollback returns to until promoted again).
+	Withdrawn string `json:"withdrawn,omitempty"`
+	// Served is true when a deployment of the version completed.
+	Served bool `json:"served,omitempty"`
 }
 
 // ModelList is a pipeline's versions, newest first, and its aliases.
@@ -41,10 +46,15 @@ func List(rec *models.Registry) ModelList {
 	}
 	for i := len(rec.Versions) - 1; i >= 0; i-- {
 		v := rec.Versions[i]
-		out.Versions = append(out.Versions, Summary{
+		sum := Summary{
 			Version: v.Version, Verdict: v.Verdict, Aliases: rec.AliasesOf(v.Version), Metrics: v.Metrics,
 			Algorithm: v.Algorithm, CreatedAt: v.CreatedAt, RequestID: v.RequestID, Reason: v.Reason,
-		})
+			Withdrawn: v.Withdrawn,
+		}
+		for _, s := range rec.Served {
+			sum.Served = sum.Served || s.Version == v.Version
+		}
+		out.Versions = append(out.Versions, sum)
 	}
 	return out
 }

@@ -19,10 +19,6 @@ import (
 // lost the lease and write no more.
 var errDeposed = errors.New("deposed: another controller wrote the deployment record with a newer token")
 
-// StaleFunc is told of a registry change the controller did not act on
-// because the deployment already follows a newer generation.
-type StaleFunc func(pipeline string, generation, applied int64)
-
 // Lead runs the controller — the rollouts — while ctx lasts: the replica
 // holds the deployer's lease, with fencing token token. It is
 // level-triggered: each change of a pipeline's registry record (and every
@@ -55,7 +51,16 @@ func (d *Deployer) Lead(ctx context.Context, token uint64) {
 	defer resync.Stop()
 	judge := time.NewTicker(time.Second)
 	defer judge.Stop()
-	known := map[string]bool{}
+	// known are the pipelines the registry has a record of; failed those
+	// whose reconciliation failed, tried again each second.
+	known, failed := map[string]bool{}, map[string]bool{}
+	reconcile := func(name string) {
+		if d.reconcileLogged(ctx, token, name) {
+			delete(failed, name)
+		} else {
+			failed[name] = true
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,14 +70,17 @@ func (d *Deployer) Lead(ctx context.Context, token uint64) {
 				return
 			}
 			known[name] = true
-			d.reconcileLogged(ctx, token, name)
+			reconcile(name)
 		case <-resync.C:
 			for name := range known {
-				d.reconcileLogged(ctx, token, name)
+				reconcile(name)
 			}
 		case <-d.wake:
 			d.judgeDue(ctx, token)
 		case <-judge.C:
+			for name := range failed {
+				reconcile(name)
+			}
 			d.judgeDue(ctx, token)
 		}
 		if ctx.Err() != nil {
@@ -92,22 +100,25 @@ func (d *Deployer) watchDesired(ctx context.Context) (<-chan string, error) {
 }
 
 // reconcileLogged reconciles a pipeline, retrying a conflict (someone
-// wrote the record meanwhile: read it again) and logging the rest; the
-// next change or resync tries again.
-func (d *Deployer) reconcileLogged(ctx context.Context, token uint64, name string) {
+// wrote the record meanwhile: read it again) and logging the rest; it
+// reports whether the pipeline is done with (false: try again shortly).
+func (d *Deployer) reconcileLogged(ctx context.Context, token uint64, name string) bool {
 	for attempt := 0; ; attempt++ {
 		err := d.reconcile(ctx, token, name)
 		switch {
 		case err == nil || ctx.Err() != nil:
-			return
+			return true
 		case errors.Is(err, ErrConflict) && attempt < 5:
 			continue
 		case errors.Is(err, errDeposed):
 			d.opts.Logger.Warn("not controlling rollouts any more", "pipeline", name, "error", err)
-			return
+			return true
+		case isPermanent(err):
+			d.opts.Logger.Error("reconcile failed; the next change of the pipeline tries again", "pipeline", name, "error", err)
+			return true
 		}
-		d.opts.Logger.Error("reconcile failed; the next change or resync tries again", "pipeline", name, "error", err)
-		return
+		d.opts.Logger.Warn("reconcile failed; retrying", "pipeline", name, "error", err)
+		return false
 	}
 }
 
@@ -171,9 +182,14 @@ func (d *Deployer) start(ctx context.Context, token uint64, want Desired, prev R
 	dep := spec.Spec.Deployment
 	strategy := dep.Strategy
 	cur := d.server.routing(want.Pipeline)
+	// What serves all traffic is the record's champion (level-triggered:
+	// not whatever this replica happens to have in force), loaded — the
+	// routing in force has it, unless this replica lags behind the record.
 	var champion *Model
-	if cur != nil {
-		champion = cur.Champion
+	if found {
+		if champion, err = d.model(ctx, cur, prev.Champion, WithBatching(dep.Batching)); err != nil {
+			return fmt.Errorf("version %d serving %s: %w", prev.Champion.Version, want.Pipeline, err)
+		}
 	}
 	rec := Record{
 		Pipeline: want.Pipeline, DeploymentID: want.DeploymentID, Generation: want.Generation, Strategy: strategy,
