@@ -9,6 +9,9 @@
 #                   and XGBoost (make bench-ml); /infer vs a bare handler (make
 #                   bench-serving); each a table
 #   make generate   regenerate events/gyrev1 from schemas/ (protoc + pinned protoc-gen-go)
+#   make check-breaking  fail on a change to the payload schemas that breaks a
+#                   consumer of the last release (schemas/baseline/gyre-v1.json)
+#   make schema-baseline  on a release: move that baseline to the current schemas
 #   make lint       gofmt, go vet, staticcheck, go mod tidy check
 
 SHELL := /bin/bash
@@ -26,7 +29,7 @@ TEST_TIMEOUT ?= 30m
 PKGS = $(shell go list -m -f '{{.Path}}/...')
 DIRS = $(shell go list -m -f '{{.Dir}}')
 
-.PHONY: all test test-component test-integration test-chaos test-race bench bench-bus bench-ml bench-serving generate check-generated lint tidy build
+.PHONY: all test test-component test-integration test-chaos test-race bench bench-bus bench-ml bench-serving generate check-generated check-breaking schema-baseline lint tidy build
 
 all: lint test
 
@@ -84,6 +87,18 @@ generate:
 
 check-generated:
 	bash scripts/check-generated.sh
+
+## A published payload may only grow: scripts/check-breaking.sh compares the
+## schemas compiled into events/gyrev1 with schemas/baseline/gyre-v1.json, the
+## schemas of the last release, and fails on a removed message or field, a
+## renumbered, renamed or re-typed field, a changed cardinality or JSON name.
+check-breaking:
+	bash scripts/check-breaking.sh
+
+## On a release (and only then): the current schemas become the baseline that
+## later changes must not break. Review the diff and commit it with the tag.
+schema-baseline:
+	bash scripts/check-breaking.sh --update
 
 lint:
 	@unformatted="$$(gofmt -l $(DIRS))"; if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi

@@ -54,13 +54,20 @@ type Spec struct {
 	Name string
 	// Type is the CloudEvents type, e.g. "dev.gyre.data.batch.arrived.v1".
 	Type string
-	// Message is the fully qualified protobuf message of the payload; it is
-	// also the event's dataschema.
+	// Message is the fully qualified protobuf message of the payload; it
+	// names the event's dataschema (see DataSchema) and its contract (see
+	// Rules).
 	Message string
 	// Stream is the JetStream stream the event is stored in.
 	Stream string
-	// EmittedBy names who publishes it (a service, "cmd/gyre" or "any producer").
+	// EmittedBy names who publishes it (a service, "cmd/gyre" or "any producer"),
+	// for people; Emitters says the same for the bus's permissions.
 	EmittedBy string
+	// Emitters are the identities allowed to publish it: services (by
+	// name), IdentityAdmin (the CLI) and IdentityProducer (clients outside
+	// Gyre). The NATS permissions of every identity are derived from them
+	// (Access).
+	Emitters []string
 	// Public marks a payload that producers outside Gyre publish; its JSON
 	// field names are a contract and never change within v1.
 	Public bool
@@ -68,28 +75,28 @@ type Spec struct {
 
 // catalog lists every event type, in the order of the loop.
 var catalog = []Spec{
-	{Name: PipelineApplied, Message: "gyre.v1.PipelineApplied", Stream: StreamEvents, EmittedBy: "cmd/gyre, any client"},
-	{Name: DataBatchArrived, Message: "gyre.v1.DataBatchArrived", Stream: StreamEvents, EmittedBy: "any producer", Public: true},
-	{Name: DataBatchReceived, Message: "gyre.v1.DataBatchReceived", Stream: StreamEvents, EmittedBy: "ingest"},
-	{Name: DataBatchValidated, Message: "gyre.v1.DataBatchValidated", Stream: StreamEvents, EmittedBy: "validation"},
-	{Name: DataBatchRejected, Message: "gyre.v1.DataBatchRejected", Stream: StreamEvents, EmittedBy: "validation"},
-	{Name: FeaturesMaterialized, Message: "gyre.v1.FeaturesMaterialized", Stream: StreamEvents, EmittedBy: "feature"},
-	{Name: DriftMeasured, Message: "gyre.v1.DriftMeasured", Stream: StreamEvents, EmittedBy: "monitor"},
-	{Name: DriftDetected, Message: "gyre.v1.DriftDetected", Stream: StreamEvents, EmittedBy: "monitor"},
-	{Name: PerformanceDegraded, Message: "gyre.v1.PerformanceDegraded", Stream: StreamEvents, EmittedBy: "monitor"},
-	{Name: TrainingRequested, Message: "gyre.v1.TrainingRequested", Stream: StreamEvents, EmittedBy: "trainer, cmd/gyre"},
-	{Name: TrainingStarted, Message: "gyre.v1.TrainingStarted", Stream: StreamEvents, EmittedBy: "trainer"},
-	{Name: TrainingCompleted, Message: "gyre.v1.TrainingCompleted", Stream: StreamEvents, EmittedBy: "trainer"},
-	{Name: TrainingFailed, Message: "gyre.v1.TrainingFailed", Stream: StreamEvents, EmittedBy: "trainer"},
-	{Name: ModelEvaluated, Message: "gyre.v1.ModelEvaluated", Stream: StreamEvents, EmittedBy: "evaluator"},
-	{Name: ModelRegistered, Message: "gyre.v1.ModelRegistered", Stream: StreamEvents, EmittedBy: "registry"},
-	{Name: ModelPromoted, Message: "gyre.v1.ModelPromoted", Stream: StreamEvents, EmittedBy: "registry"},
-	{Name: DeploymentStarted, Message: "gyre.v1.DeploymentStarted", Stream: StreamEvents, EmittedBy: "deployer"},
-	{Name: DeploymentProgressed, Message: "gyre.v1.DeploymentProgressed", Stream: StreamEvents, EmittedBy: "deployer"},
-	{Name: DeploymentCompleted, Message: "gyre.v1.DeploymentCompleted", Stream: StreamEvents, EmittedBy: "deployer"},
-	{Name: DeploymentRolledBack, Message: "gyre.v1.DeploymentRolledBack", Stream: StreamEvents, EmittedBy: "deployer"},
-	{Name: PredictionLogged, Message: "gyre.v1.PredictionLogged", Stream: StreamPredictions, EmittedBy: "deployer"},
-	{Name: LabelReceived, Message: "gyre.v1.LabelReceived", Stream: StreamEvents, EmittedBy: "any producer", Public: true},
+	{Name: PipelineApplied, Message: "gyre.v1.PipelineApplied", Stream: StreamEvents, EmittedBy: "cmd/gyre, any client", Emitters: []string{IdentityAdmin}},
+	{Name: DataBatchArrived, Message: "gyre.v1.DataBatchArrived", Stream: StreamEvents, EmittedBy: "any producer", Public: true, Emitters: []string{IdentityProducer, IdentityAdmin}},
+	{Name: DataBatchReceived, Message: "gyre.v1.DataBatchReceived", Stream: StreamEvents, EmittedBy: "ingest", Emitters: []string{ServiceIngest}},
+	{Name: DataBatchValidated, Message: "gyre.v1.DataBatchValidated", Stream: StreamEvents, EmittedBy: "validation", Emitters: []string{ServiceValidation}},
+	{Name: DataBatchRejected, Message: "gyre.v1.DataBatchRejected", Stream: StreamEvents, EmittedBy: "validation", Emitters: []string{ServiceValidation}},
+	{Name: FeaturesMaterialized, Message: "gyre.v1.FeaturesMaterialized", Stream: StreamEvents, EmittedBy: "feature", Emitters: []string{ServiceFeature}},
+	{Name: DriftMeasured, Message: "gyre.v1.DriftMeasured", Stream: StreamEvents, EmittedBy: "monitor", Emitters: []string{ServiceMonitor}},
+	{Name: DriftDetected, Message: "gyre.v1.DriftDetected", Stream: StreamEvents, EmittedBy: "monitor", Emitters: []string{ServiceMonitor}},
+	{Name: PerformanceDegraded, Message: "gyre.v1.PerformanceDegraded", Stream: StreamEvents, EmittedBy: "monitor", Emitters: []string{ServiceMonitor}},
+	{Name: TrainingRequested, Message: "gyre.v1.TrainingRequested", Stream: StreamEvents, EmittedBy: "trainer, cmd/gyre", Emitters: []string{ServiceTrainer, IdentityAdmin}},
+	{Name: TrainingStarted, Message: "gyre.v1.TrainingStarted", Stream: StreamEvents, EmittedBy: "trainer", Emitters: []string{ServiceTrainer}},
+	{Name: TrainingCompleted, Message: "gyre.v1.TrainingCompleted", Stream: StreamEvents, EmittedBy: "trainer", Emitters: []string{ServiceTrainer}},
+	{Name: TrainingFailed, Message: "gyre.v1.TrainingFailed", Stream: StreamEvents, EmittedBy: "trainer", Emitters: []string{ServiceTrainer}},
+	{Name: ModelEvaluated, Message: "gyre.v1.ModelEvaluated", Stream: StreamEvents, EmittedBy: "evaluator", Emitters: []string{ServiceEvaluator}},
+	{Name: ModelRegistered, Message: "gyre.v1.ModelRegistered", Stream: StreamEvents, EmittedBy: "registry", Emitters: []string{ServiceRegistry}},
+	{Name: ModelPromoted, Message: "gyre.v1.ModelPromoted", Stream: StreamEvents, EmittedBy: "registry", Emitters: []string{ServiceRegistry}},
+	{Name: DeploymentStarted, Message: "gyre.v1.DeploymentStarted", Stream: StreamEvents, EmittedBy: "deployer", Emitters: []string{ServiceDeployer}},
+	{Name: DeploymentProgressed, Message: "gyre.v1.DeploymentProgressed", Stream: StreamEvents, EmittedBy: "deployer", Emitters: []string{ServiceDeployer}},
+	{Name: DeploymentCompleted, Message: "gyre.v1.DeploymentCompleted", Stream: StreamEvents, EmittedBy: "deployer", Emitters: []string{ServiceDeployer}},
+	{Name: DeploymentRolledBack, Message: "gyre.v1.DeploymentRolledBack", Stream: StreamEvents, EmittedBy: "deployer", Emitters: []string{ServiceDeployer}},
+	{Name: PredictionLogged, Message: "gyre.v1.PredictionLogged", Stream: StreamPredictions, EmittedBy: "deployer", Emitters: []string{ServiceDeployer}},
+	{Name: LabelReceived, Message: "gyre.v1.LabelReceived", Stream: StreamEvents, EmittedBy: "any producer", Public: true, Emitters: []string{IdentityProducer, IdentityAdmin}},
 }
 
 var (

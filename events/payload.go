@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
@@ -28,7 +26,8 @@ const (
 )
 
 // DataSchemaPrefix prefixes the protobuf message name in an event's
-// dataschema: "urn:gyre:proto:gyre.v1.DataBatchArrived".
+// dataschema when no schema base URL is configured (see DataSchema):
+// "urn:gyre:proto:gyre.v1.DataBatchArrived".
 const DataSchemaPrefix = "urn:gyre:proto:"
 
 // ExtensionPipeline is the CloudEvents extension attribute that carries the
@@ -97,7 +96,9 @@ func NewPayload(ceType string) (proto.Message, error) {
 // names, unpopulated fields omitted): specversion 1.0, id a UUIDv7, the given
 // source ("/gyre/<service>"), type from the catalog entry of msg's message,
 // subject and "pipeline" extension the pipeline, time now (UTC),
-// datacontenttype application/json and dataschema
+// datacontenttype application/json and dataschema DataSchema(message,
+// application/json): "<base>/<message>.json" where a schema base URL is
+// configured (GYRE_SCHEMA_BASE_URL, SetSchemaBaseURL), else
 // "urn:gyre:proto:<message>".
 //
 // msg must be a catalog payload and pipeline a valid pipeline name; when msg
@@ -181,7 +182,7 @@ func build(source, pipeline string, spec Spec, contentType string, data []byte) 
 	ev.SetType(spec.Type)
 	ev.SetSubject(pipeline)
 	ev.SetTime(time.Now().UTC())
-	ev.SetDataSchema(DataSchemaPrefix + spec.Message)
+	ev.SetDataSchema(DataSchema(spec.Message, contentType))
 	ev.SetExtension(ExtensionPipeline, pipeline)
 	ev.SetDataContentType(contentType)
 	ev.DataEncoded = data
@@ -231,7 +232,10 @@ func (e *DecodeError) Permanent() bool { return true }
 // ("application/json", "text/json", any "+json" type, or none) with
 // protojson, ignoring unknown fields; binary protobuf ("application/protobuf",
 // "application/x-protobuf"). Every failure is a *DecodeError. Decode does not
-// Validate the payload.
+// check the payload's contract: it is for reading events (dashboards, the
+// CLI, tests); a consumer that acts on a payload uses DecodeChecked (in a
+// handler, bus.DecodePayload), which does. Unknown fields are dropped on
+// purpose: see contract.go.
 func Decode(ev event.Event, dst proto.Message) error {
 	typ := ev.Type()
 	if dst == nil {
@@ -296,6 +300,8 @@ type ValidationError struct {
 	// Field is the payload field at fault, as written in JSON, with indices
 	// for list items: "batchId", "labels[3].predictionId".
 	Field string
+	// Rule names the rule broken, e.g. "required", "enum" (see Rules).
+	Rule string
 	// Reason says what is wrong with it, e.g. "empty".
 	Reason string
 	// Err is the underlying error, if any (e.g. one wrapping ErrInvalidName).
@@ -315,119 +321,22 @@ func invalid(field, format string, args ...any) *ValidationError {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Validate checks a payload's fields beyond what decoding checks, and returns
-// the first problem as a *ValidationError naming the field.
-//
-// The public payloads are checked in full. DataBatchArrived: pipeline a valid
-// name; batchId non-empty, at most 200 characters, no control characters;
-// format "csv", "jsonl" or "parquet"; exactly one of uri and content; uri
-// "file:///abs/path" or "nats-object://BUCKET/KEY". LabelReceived: pipeline a
-// valid name; at least one label; every predictionId non-empty.
-//
-// Other payloads: their pipeline field must be a valid pipeline name.
-// Messages that are not event payloads are an error.
+// Validate checks a payload against the contract of its event (see Rules
+// and contracts.go) and returns the first broken rule as a
+// *ValidationError naming the field and the rule. It is what producers run
+// before publishing (`gyre ingest` does) and what DecodeChecked and
+// DecodeDelivered run on every consumed payload, which adds the checks
+// against the event's subject. Messages that are not event payloads are an
+// error.
 func Validate(msg proto.Message) error {
-	switch m := msg.(type) {
-	case *gyrev1.DataBatchArrived:
-		return validateDataBatchArrived(m)
-	case *gyrev1.LabelReceived:
-		return validateLabelReceived(m)
-	}
 	if msg == nil {
 		return invalid("", "nil message")
 	}
-	if _, err := SpecOf(msg); err != nil {
+	s, err := SpecOf(msg)
+	if err != nil {
 		return &ValidationError{Reason: err.Error(), Err: err}
 	}
-	if p, ok := pipelineField(msg); ok {
-		return validatePipelineField(p)
-	}
-	return nil
-}
-
-func validatePipelineField(p string) error {
-	if err := ValidatePipeline(p); err != nil {
-		return &ValidationError{Field: "pipeline", Reason: err.Error(), Err: err}
-	}
-	return nil
-}
-
-func validateDataBatchArrived(m *gyrev1.DataBatchArrived) error {
-	if m == nil {
-		return invalid("", "nil message")
-	}
-	if err := validatePipelineField(m.GetPipeline()); err != nil {
-		return err
-	}
-	id := m.GetBatchId()
-	switch {
-	case id == "":
-		return invalid("batchId", "empty")
-	case len(id) > MaxBatchIDLen:
-		return invalid("batchId", "%d characters long, at most %d allowed", len(id), MaxBatchIDLen)
-	case strings.IndexFunc(id, unicode.IsControl) >= 0:
-		return invalid("batchId", "%q has control characters", id)
-	}
-	switch f := m.GetFormat(); f {
-	case FormatCSV, FormatJSONL, FormatParquet:
-	case "":
-		return invalid("format", "empty; want %q, %q or %q", FormatCSV, FormatJSONL, FormatParquet)
-	default:
-		return invalid("format", "%q is not a batch format; want %q, %q or %q", f, FormatCSV, FormatJSONL, FormatParquet)
-	}
-	uri, content := m.GetUri(), m.GetContent()
-	switch {
-	case uri == "" && len(content) == 0:
-		return invalid("uri", "empty, and so is content; give the batch as a uri or inline as content")
-	case uri != "" && len(content) > 0:
-		return invalid("content", "set together with uri; give exactly one of uri and content")
-	case uri != "":
-		if err := validateBatchURI(uri); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func validateBatchURI(uri string) error {
-	if strings.HasPrefix(uri, ObjectURIScheme+"://") {
-		if _, _, err := ParseObjectURI(uri); err != nil {
-			return &ValidationError{Field: "uri", Reason: err.Error(), Err: err}
-		}
-		return nil
-	}
-	u, err := url.Parse(uri)
-	if err != nil {
-		return &ValidationError{Field: "uri", Reason: fmt.Sprintf("%q is not a URI", uri), Err: err}
-	}
-	if u.Scheme != "file" {
-		return invalid("uri", "scheme of %q is not supported; want file:///path or %s://BUCKET/KEY", uri, ObjectURIScheme)
-	}
-	if u.Host != "" && u.Host != "localhost" {
-		return invalid("uri", "%q names host %q; file URIs must be local (file:///path)", uri, u.Host)
-	}
-	if !strings.HasPrefix(u.Path, "/") || u.Path == "/" {
-		return invalid("uri", "%q has no absolute file path (want file:///path)", uri)
-	}
-	return nil
-}
-
-func validateLabelReceived(m *gyrev1.LabelReceived) error {
-	if m == nil {
-		return invalid("", "nil message")
-	}
-	if err := validatePipelineField(m.GetPipeline()); err != nil {
-		return err
-	}
-	if len(m.GetLabels()) == 0 {
-		return invalid("labels", "empty; at least one label is required")
-	}
-	for i, l := range m.GetLabels() {
-		if l.GetPredictionId() == "" {
-			return invalid(fmt.Sprintf("labels[%d].predictionId", i), "empty")
-		}
-	}
-	return nil
+	return validatePayload(s, msg)
 }
 
 // ObjectURI returns the URI of an object store object: nats-object://BUCKET/KEY.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # check-generated.sh fails when the checked-in Go code of the event payloads
-# (events/gyrev1/*.pb.go) or the embedded pipeline JSON Schema
-# (libs/pipeline/schema.json) is not what scripts/generate.sh makes from schemas/.
-# It generates into a scratch directory and compares; the tree is not touched,
-# and untracked files are compared like tracked ones.
+# (events/gyrev1/*.pb.go), the embedded copies of their .proto sources
+# (events/proto/gyre/v1/*.proto) or the embedded pipeline JSON Schema
+# (libs/pipeline/schema.json) is not what scripts/generate.sh makes from
+# schemas/. It generates into a scratch directory and compares; the tree is
+# not touched, and untracked files are compared like tracked ones.
 #
 # Exit status: 0 when up to date, 1 when stale (the stale files are named; run
 # `make generate` or `bash scripts/generate.sh` and commit the result).
@@ -23,30 +24,36 @@ shopt -s nullglob
 for f in "$tree"/*.pb.go; do cp "$f" "$work/have/"; done
 schema="$root/libs/pipeline/schema.json"
 [ -f "$schema" ] && cp "$schema" "$work/have/schema.json"
+if [ -d "$root/events/proto" ]; then cp -R "$root/events/proto" "$work/have/proto"; fi
+
+# where maps a path of the scratch layout to the tree's.
+where() {
+	case "$1" in
+	schema.json) echo "libs/pipeline/schema.json" ;;
+	proto/*) echo "events/$1" ;;
+	*) echo "events/gyrev1/$1" ;;
+	esac
+}
 
 if diff -r "$work/have" "$work/want" >"$work/diff"; then
-	echo "check-generated: events/gyrev1 and libs/pipeline/schema.json are up to date with schemas/"
+	echo "check-generated: events/gyrev1, events/proto and libs/pipeline/schema.json are up to date with schemas/"
 	exit 0
 fi
 
 echo "check-generated: generated code is stale; run 'make generate' (bash scripts/generate.sh) and commit:" >&2
 stale=()
-for f in "$work/want"/*.pb.go "$work/want/schema.json"; do
-	name="$(basename "$f")"
-	where="events/gyrev1/$name"
-	[ "$name" = schema.json ] && where="libs/pipeline/schema.json"
+while IFS= read -r name; do
 	if [ ! -f "$work/have/$name" ]; then
-		stale+=("$where (missing)")
-	elif ! cmp -s "$f" "$work/have/$name"; then
-		stale+=("$where (differs)")
+		stale+=("$(where "$name") (missing)")
+	elif ! cmp -s "$work/want/$name" "$work/have/$name"; then
+		stale+=("$(where "$name") (differs)")
 	fi
-done
-for f in "$work/have"/*.pb.go; do
-	name="$(basename "$f")"
+done < <(cd "$work/want" && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
+while IFS= read -r name; do
 	if [ ! -f "$work/want/$name" ]; then
-		stale+=("events/gyrev1/$name (no longer generated: delete it)")
+		stale+=("$(where "$name") (no longer generated: delete it)")
 	fi
-done
+done < <(cd "$work/have" && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
 printf '  %s\n' "${stale[@]}" >&2
 head -n 40 "$work/diff" >&2
 exit 1

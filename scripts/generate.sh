@@ -2,12 +2,16 @@
 # generate.sh regenerates the Go code of the event payloads from the .proto
 # sources in schemas/ into events/gyrev1/ (package gyrev1).
 #
-#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go and libs/pipeline/schema.json
-#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go and DIR/schema.json instead (check-generated.sh)
+#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go, events/proto/gyre/v1/*.proto
+#                                     # and libs/pipeline/schema.json
+#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go, DIR/proto/gyre/v1/*.proto and
+#                                     # DIR/schema.json instead (check-generated.sh)
 #
 # The pipeline spec's JSON Schema (schemas/pipeline/v1.schema.json, the source
-# of truth) is copied next to the Go package that embeds it, since go:embed
-# cannot reach outside its module.
+# of truth) and the payloads' .proto files are copied next to the Go packages
+# that embed them (libs/pipeline; events, whose schema handler serves them),
+# since go:embed cannot reach outside its module. The copies are verbatim,
+# file by file, with mode 0644, so they are the same on every machine.
 #
 # Tools: protoc from Debian's protobuf-compiler package (installed with apt-get
 # when missing) and protoc-gen-go at the version pinned by the `tool` directive
@@ -26,6 +30,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${1:-$root/events/gyrev1}"
 schema_dest="${1:-$root/libs/pipeline}"
+proto_dest="${1:-$root/events}/proto"
 module="github.com/gyrehq/gyre/events"
 
 if ! command -v protoc >/dev/null 2>&1; then
@@ -95,3 +100,12 @@ echo "generate: wrote ${#files[@]} files to ${dest#"$root"/}"
 mkdir -p "$schema_dest"
 cp "$root/schemas/pipeline/v1.schema.json" "$schema_dest/schema.json"
 echo "generate: wrote ${schema_dest#"$root"/}/schema.json"
+
+# The .proto sources, for events.SchemaHandler: stale copies are removed
+# first, so a deleted or renamed source does not linger.
+rm -rf "$proto_dest/gyre"
+for f in "${protos[@]}"; do
+	mkdir -p "$proto_dest/$(dirname "$f")"
+	install -m 0644 "$root/schemas/$f" "$proto_dest/$f"
+done
+echo "generate: wrote ${#protos[@]} .proto files to ${proto_dest#"$root"/}/gyre"

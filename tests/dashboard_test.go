@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,7 +30,12 @@ func chromium(t *testing.T) string {
 // events; and a producer's string is shown as text, never run as markup.
 func TestDashboardInBrowser(t *testing.T) {
 	browser := chromium(t)
-	js, httpURL := upOnServer(t)
+	js, httpURL, upDir := upOnServer(t)
+	// The address gyre up prints: the read token in the fragment.
+	token, err := os.ReadFile(filepath.Join(upDir, "dashboard.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -43,7 +49,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// The page is open before the loop starts: what follows arrives live.
 	if err := chromedp.Do(bctx,
-		chromedp.Navigate(httpURL+"/services/dashboard/"),
+		chromedp.Navigate(httpURL+"/services/dashboard/#token="+strings.TrimSpace(string(token))),
 		chromedp.WaitVisible(chromedp.CSS(`#no-pipelines`)),
 		waitText(`#conn-text`, "live"),
 	); err != nil {

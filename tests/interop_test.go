@@ -16,6 +16,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/natsauth"
 	"github.com/gyrehq/gyre/libs/natstest"
 )
 
@@ -204,5 +205,82 @@ func TestInteropStructuredModeFromPlainNATS(t *testing.T) {
 		assertSameEvent(t, ev, want)
 	case <-time.After(10 * time.Second):
 		t.Fatal("structured event not consumed")
+	}
+}
+
+// TestInteropOnASecuredServer: with authentication on, as under `gyre up`,
+// a producer outside Gyre sends with the CloudEvents SDK and in structured
+// mode with its own identity (confined to one pipeline's data and labels),
+// and ingest's consumer — read with ingest's identity — gets both events.
+func TestInteropOnASecuredServer(t *testing.T) {
+	srv := natstest.StartSecured(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := jetstream.New(srv.ConnectAs(t, events.IdentityAdmin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Provision(ctx, admin, bus.FullTopology()); err != nil {
+		t.Fatal(err)
+	}
+	ingest, err := jetstream.New(srv.ConnectAs(t, events.ServiceIngest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan event.Event, 2)
+	router, err := bus.NewRouter(ingest, bus.RouterConfig{Service: events.ServiceIngest, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := router.Handle(events.EventConsumer(events.ServiceIngest, "batch-arrived", events.DataBatchArrived), func(_ context.Context, ev event.Event) error {
+		got <- ev
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- router.Run(rctx) }()
+	defer func() {
+		rcancel()
+		<-done
+	}()
+	<-router.Running()
+
+	producer := srv.ConnectAs(t, natsauth.ProducerIdentity("elec2"))
+	subject, _ := events.Subject("elec2", events.DataBatchArrived)
+	sender, err := cejs.NewSenderFromConn(producer, events.StreamEvents, subject, nil)
+	if err != nil {
+		t.Fatalf("the SDK's sender as a producer: %v", err)
+	}
+	client, err := cloudevents.NewClient(sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := arrivedEvent(t)
+	if res := client.Send(ctx, want); cloudevents.IsUndelivered(res) {
+		t.Fatalf("SDK send as a producer: %v", res)
+	}
+	select {
+	case ev := <-got:
+		assertSameEvent(t, ev, want)
+	case <-time.After(10 * time.Second):
+		t.Fatal("ingest's consumer received nothing from the SDK")
+	}
+
+	structured := arrivedEvent(t)
+	structured.SetID("structured-1")
+	body, err := structured.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := producer.PublishMsg(&nats.Msg{Subject: subject, Header: nats.Header{"content-type": {"application/cloudevents+json"}}, Data: body}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-got:
+		assertSameEvent(t, ev, structured)
+	case <-time.After(10 * time.Second):
+		t.Fatal("ingest's consumer received nothing in structured mode")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/natstest"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/store"
@@ -74,7 +75,18 @@ func (b lockedBuffer) Write(p []byte) (int, error) {
 func startService(t *testing.T, name, bin, natsURL string, args ...string) *serviceProcess {
 	t.Helper()
 	p := &serviceProcess{name: name, log: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	p.cmd = exec.Command(bin, append([]string{"--nats", natsURL, "--http", "127.0.0.1:0", "--log-level", "info"}, args...)...)
+	// The registry signs every version with the test process's key; the
+	// deployer serves only what that key signed.
+	switch filepath.Base(bin) {
+	case events.ServiceRegistry:
+		args = append(args, "--signing-key", looptest.SigningKeyFile(t))
+	case events.ServiceDeployer:
+		args = append(args, "--verify-keys", looptest.VerifyKeyFile(t))
+	}
+	// The tests here drive the services' APIs without tokens: HTTP
+	// authentication has tests of its own (libs/httpauth, libs/service,
+	// services/ingest's process tests).
+	p.cmd = exec.Command(bin, append([]string{"--nats", natsURL, "--http", "127.0.0.1:0", "--log-level", "info", "--http-auth", "none"}, args...)...)
 	p.cmd.Stdout = lockedBuffer{p.mu, p.log}
 	p.cmd.Stderr = lockedBuffer{p.mu, p.log}
 	if err := p.cmd.Start(); err != nil {

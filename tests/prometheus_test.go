@@ -254,7 +254,11 @@ func TestPrometheusRulesUseExportedMetrics(t *testing.T) {
 // names. It polls until want is all there or a deadline passes.
 func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 	t.Helper()
-	js, httpURL := upOnServer(t)
+	js, httpURL, upDir := upOnServer(t)
+	admin, err := os.ReadFile(filepath.Join(upDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -278,7 +282,10 @@ func promScrapeLoop(t *testing.T, want []string) map[string]map[string]bool {
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for {
-		resp, err := client.Post(httpURL+"/services/deployer/v2/models/elec2/infer", "application/json", bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, httpURL+"/services/deployer/v2/models/elec2/infer", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(admin)))
+		resp, err := client.Do(req)
 		if err == nil {
 			msg, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()

@@ -53,9 +53,9 @@ func buildGyre(t *testing.T, dir string) string {
 }
 
 // upOnServer starts `gyre up` as its own process against a test server of
-// its own, and returns that server's JetStream API and up's HTTP URL, as
-// up.json records it.
-func upOnServer(t *testing.T) (jetstream.JetStream, string) {
+// its own, and returns that server's JetStream API, up's HTTP URL, as
+// up.json records it, and its data dir (where its tokens are).
+func upOnServer(t *testing.T) (jetstream.JetStream, string, string) {
 	t.Helper()
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
@@ -71,7 +71,7 @@ func upOnServer(t *testing.T) (jetstream.JetStream, string) {
 	if err := json.Unmarshal(b, &state); err != nil || state.HTTPURL == "" {
 		t.Fatalf("up.json %s: %v", b, err)
 	}
-	return js, state.HTTPURL
+	return js, state.HTTPURL, dir
 }
 
 // upProcess is `gyre up` running as its own OS process.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/pipeline"
-	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -53,10 +52,7 @@ The server is --nats, else the one a running 'gyre up' recorded in
 	f := cmd.Flags()
 	f.StringVarP(&o.file, "filename", "f", "", "the spec file (YAML or JSON); - for stdin")
 	_ = cmd.MarkFlagRequired("filename")
-	f.StringVar(&o.natsURL, "nats", service.Env(service.EnvNATSURL, ""),
-		"NATS server URL; default: the one in <data-dir>/up.json (env "+service.EnvNATSURL+")")
-	f.StringVar(&o.dataDir, "data-dir", service.Env(envDataDir, defaultDataDir),
-		"where 'gyre up' keeps up.json (env "+envDataDir+")")
+	o.clientOptions.register(f)
 	return cmd
 }
 

@@ -44,6 +44,7 @@ func TestModelPathCascade(t *testing.T) {
 	}
 	rcfg := registry.DefaultConfig()
 	rcfg.NATSURL = env.Server.URL
+	rcfg.SigningKey = looptest.SigningKeyFile(t)
 	reg, err := registry.New(rcfg, env.Deps)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +58,7 @@ func TestModelPathCascade(t *testing.T) {
 	for i, id := range []string{"b1", "b2", "b3", "b4"} {
 		env.AddBatch(p, id, looptest.CSV(uint64(i+1), 400, 0))
 	}
-	drift := env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, BatchId: "b4", Method: "psi", DriftedFeatures: []string{"x1"}})
+	drift := env.Emit("/gyre/monitor", p, driftDetected(p, "b4"))
 
 	promotedEv := env.WaitEvents(p, events.ModelPromoted, 1)[0]
 	chain := []event.Event{
@@ -117,13 +118,22 @@ func TestModelPathCascade(t *testing.T) {
 	// More data and another drift: a second version, judged against the
 	// first.
 	env.AddBatch(p, "b5", looptest.CSV(5, 400, 0))
-	env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, BatchId: "b5", Method: "psi"})
+	env.Emit("/gyre/monitor", p, driftDetected(p, "b5"))
 	regs := env.WaitEvents(p, events.ModelRegistered, 2)
 	second := looptest.Decode(t, regs[1], &gyrev1.ModelRegistered{})
 	evals := env.Events(p, events.ModelEvaluated)
 	if second.GetModelVersion() != 2 || len(evals) != 2 || looptest.Decode(t, evals[1], &gyrev1.ModelEvaluated{}).GetChampionVersion() != 1 {
 		t.Fatalf("second version %+v, %d evaluations", second, len(evals))
 	}
+}
+
+// driftDetected is a drift.detected of a batch as the monitor sends it: the
+// payload contract (events/contracts.go) refuses a trigger without the
+// measurement that justifies it.
+func driftDetected(p, batchID string) *gyrev1.DriftDetected {
+	return &gyrev1.DriftDetected{Pipeline: p, BatchId: batchID, ReferenceModelVersion: 1, Method: "psi", Threshold: 0.2,
+		Features:        []*gyrev1.FeatureDrift{{Feature: "x1", Score: 0.5, Threshold: 0.2, Drifted: true, Rows: 400}},
+		DriftedFeatures: []string{"x1"}, ShareDrifted: 1, ShareThreshold: 0.5, Rows: 400}
 }
 
 // only returns the one event of a name (from source, when given).

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -275,7 +274,7 @@ func waitForUp(ctx context.Context, dataDir string, upDone <-chan error) (upStat
 
 // resetServer deletes Gyre's streams and buckets on an external server.
 func resetServer(ctx context.Context, url string) error {
-	nc, err := nats.Connect(url, nats.Name("gyre-demo"), nats.Timeout(5*time.Second))
+	nc, err := dialClient(url, service.Env(service.EnvNATSNkey, ""), "gyre-demo")
 	if err != nil {
 		return fmt.Errorf("--nats %s: %w", service.RedactURL(url), err)
 	}
@@ -311,7 +310,7 @@ type demoRun struct {
 }
 
 func streamDemo(ctx context.Context, o demoOptions, data *demoData, st upState, stdout, stderr io.Writer) error {
-	nc, err := nats.Connect(st.NATSURL, nats.Name("gyre-demo"))
+	nc, err := dialClient(st.NATSURL, st.NATSSeed, "gyre-demo")
 	if err != nil {
 		return err
 	}
@@ -320,7 +319,7 @@ func streamDemo(ctx context.Context, o demoOptions, data *demoData, st upState, 
 	if err != nil {
 		return err
 	}
-	r := &demoRun{o: o, data: data, st: st, js: js, pub: bus.NewPublisher(js, "demo"), client: &http.Client{Timeout: time.Minute}}
+	r := &demoRun{o: o, data: data, st: st, js: js, pub: bus.NewPublisher(js, "demo"), client: &http.Client{Timeout: time.Minute, Transport: bearer(adminToken(o.up.dataDir))}}
 	if err := applySpec(ctx, js, r.pub, data.spec); err != nil {
 		return fmt.Errorf("apply %s: %w", o.pipelineFile, err)
 	}

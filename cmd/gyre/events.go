@@ -15,7 +15,6 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/service"
 )
 
 // eventsOptions are the flags of `gyre events`.
@@ -73,10 +72,7 @@ Event names: ` + strings.Join(events.Names(), ", "),
 	f.StringVar(&o.pipeline, "pipeline", "", "only events of this pipeline")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.since, "since", 0, "start this long ago (e.g. 30m, 2h) instead of at the oldest stored event")
-	f.StringVar(&o.natsURL, "nats", service.Env(service.EnvNATSURL, ""),
-		"NATS server URL; default: the one in <data-dir>/up.json (env "+service.EnvNATSURL+")")
-	f.StringVar(&o.dataDir, "data-dir", service.Env(envDataDir, defaultDataDir),
-		"where 'gyre up' keeps up.json (env "+envDataDir+")")
+	o.clientOptions.register(f)
 	return cmd
 }
 

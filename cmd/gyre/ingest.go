@@ -15,7 +15,6 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
 )
@@ -59,10 +58,7 @@ The server is --nats, else the one a running 'gyre up' recorded in
 	f := cmd.Flags()
 	f.StringVar(&o.format, "format", "", "csv, jsonl or parquet (default: from the file's extension)")
 	f.StringVar(&o.batchID, "batch-id", "", "the batch's id (default: the first 16 hex digits of its sha256)")
-	f.StringVar(&o.natsURL, "nats", service.Env(service.EnvNATSURL, ""),
-		"NATS server URL; default: the one in <data-dir>/up.json (env "+service.EnvNATSURL+")")
-	f.StringVar(&o.dataDir, "data-dir", service.Env(envDataDir, defaultDataDir),
-		"where 'gyre up' keeps up.json (env "+envDataDir+")")
+	o.clientOptions.register(f)
 	return cmd
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/models"
-	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/services/registry"
 )
 
@@ -37,10 +36,7 @@ func (o *registryOptions) flags(cmd *cobra.Command, withOutput bool) {
 	if withOutput {
 		f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	}
-	f.StringVar(&o.natsURL, "nats", service.Env(service.EnvNATSURL, ""),
-		"NATS server URL; default: the one in <data-dir>/up.json (env "+service.EnvNATSURL+")")
-	f.StringVar(&o.dataDir, "data-dir", service.Env(envDataDir, defaultDataDir),
-		"where 'gyre up' keeps up.json (env "+envDataDir+")")
+	o.clientOptions.register(f)
 }
 
 // registryBucket connects and binds the gyre-registry bucket; close the

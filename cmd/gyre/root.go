@@ -48,5 +48,6 @@ terminal.`,
 	root.AddCommand(newDemoCmd())
 	root.AddCommand(newTrainCmd(), newPredictCmd(), newEvaluateCmd())
 	root.AddCommand(registryCommands()...)
+	root.AddCommand(newAuthCmd())
 	return root
 }

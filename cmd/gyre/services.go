@@ -13,61 +13,76 @@ import (
 	"github.com/gyrehq/gyre/services/validation"
 )
 
+// upSettings are what `gyre up` gives its services: the shared settings,
+// and the files it keeps in its data dir.
+type upSettings struct {
+	service.Config
+	// SigningKey and VerifyKeys are the registry's signing key and its
+	// public key, which the deployer trusts (upKeys).
+	SigningKey, VerifyKeys string
+}
+
 // serviceBuilders build every service `gyre up` runs, in the order of the
 // loop (events.ServiceNames), each from its defaults with the shared
 // settings of the process.
-var serviceBuilders = []func(service.Config, service.Deps) (service.Runner, error){
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+var serviceBuilders = []serviceBuilder{
+	{ingest.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := ingest.DefaultConfig()
 		// GYRE_INGEST_FILE_ROOT lets file:// batch URIs name files under a
 		// directory, as --file-root does for the standalone service.
 		cfg.FileRoot = service.Env(ingest.EnvFileRoot, "")
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(ingest.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{validation.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := validation.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(validation.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{feature.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := feature.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		// GYRE_REDIS_URL puts the online feature store on Redis, as
 		// --redis does for the standalone service.
 		cfg.RedisURL = service.Env(feature.EnvRedisURL, "")
 		return runner(feature.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{monitor.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := monitor.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(monitor.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{trainer.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := trainer.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(trainer.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{evaluator.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := evaluator.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(evaluator.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{registry.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := registry.DefaultConfig()
-		cfg.Config = c
+		cfg.Config, cfg.SigningKey = c.Config, c.SigningKey
 		return runner(registry.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{deployer.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := deployer.DefaultConfig()
-		cfg.Config = c
+		cfg.Config, cfg.VerifyKeys = c.Config, c.VerifyKeys
 		return runner(deployer.New(cfg, d))
-	},
-	func(c service.Config, d service.Deps) (service.Runner, error) {
+	}},
+	{dashboard.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := dashboard.DefaultConfig()
-		cfg.Config = c
+		cfg.Config = c.Config
 		return runner(dashboard.New(cfg, d))
-	},
+	}},
+}
+
+// serviceBuilder builds one service of `gyre up`.
+type serviceBuilder struct {
+	name  string
+	build func(upSettings, service.Deps) (service.Runner, error)
 }
 
 // runner turns a constructor's result into a Runner without the trap of a
@@ -80,11 +95,13 @@ func runner[S service.Runner](s S, err error) (service.Runner, error) {
 	return s, nil
 }
 
-// buildServices builds every service on the shared deps.
-func buildServices(cfg service.Config, deps service.Deps) ([]service.Runner, error) {
+// buildServices builds every service, each on the deps depsOf gives it:
+// the process's metrics registry and logger, and its own NATS connection
+// when each service has an identity of its own.
+func buildServices(cfg upSettings, depsOf func(name string) service.Deps) ([]service.Runner, error) {
 	svcs := make([]service.Runner, 0, len(serviceBuilders))
-	for _, build := range serviceBuilders {
-		s, err := build(cfg, deps)
+	for _, b := range serviceBuilders {
+		s, err := b.build(cfg, depsOf(b.name))
 		if err != nil {
 			return nil, err
 		}

@@ -20,6 +20,9 @@ type upState struct {
 	NATSURL   string    `json:"natsURL"`
 	HTTPURL   string    `json:"httpURL"`
 	StartedAt time.Time `json:"startedAt"`
+	// NATSSeed is the admin's NATS seed, which client commands connect
+	// with; empty when the server needs none.
+	NATSSeed string `json:"natsSeed,omitempty"`
 }
 
 func statePath(dataDir string) string { return filepath.Join(dataDir, stateFile) }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
 	"github.com/gyrehq/gyre/libs/service"
@@ -27,11 +28,14 @@ import (
 
 // upOptions are the flags of `gyre up`.
 type upOptions struct {
-	natsURL         string
-	dataDir         string
-	httpAddr        string
-	natsListen      string
-	natsListenSet   bool // --nats-listen was given on the command line
+	natsURL       string
+	dataDir       string
+	httpAddr      string
+	natsListen    string
+	natsListenSet bool // --nats-listen was given on the command line
+	// natsAuthDir holds the NATS seeds of an external server's identities
+	// (`gyre auth config --dir`); the embedded server's are in the data dir.
+	natsAuthDir     string
 	logLevel        string
 	traceExporter   string
 	shutdownTimeout time.Duration
@@ -59,7 +63,12 @@ process, sharing one NATS connection and one metrics registry.
 Without --nats, gyre up starts an embedded NATS server with JetStream, keeping its
 data under --data-dir (default .gyre/nats), so streams, models and state survive
 a restart. It listens on --nats-listen (default 127.0.0.1:4222); when that port is
-taken, it picks a free one and says so. With --nats it uses that server instead.
+taken, it picks a free one and says so. It admits only Gyre's identities: one nkey
+per service, the admin's (for the CLI and provisioning) and a reader's, made on the
+first start in <data-dir>/nats-auth/ (mode 0600), plus any producer 'gyre auth
+producer' put there; each service connects as itself, with the permissions the event
+catalog gives it (docs/security.md). With --nats it uses that server instead, and
+with --nats-auth-dir the identities 'gyre auth config' made for it.
 
 It then provisions Gyre's streams, consumers and buckets, idempotently, and prints
 one line per resource: created, updated or unchanged. A second run against the
@@ -100,6 +109,8 @@ read API at /services/registry/v1/pipelines/<pipeline>/models.`,
 		"directory for the embedded server's data (nats/) and up.json (env "+envDataDir+")")
 	f.StringVar(&o.httpAddr, "http", service.Env(service.EnvHTTPAddr, defaultUpHTTP),
 		"host:port of the HTTP listener; port 0 picks a free one (env "+service.EnvHTTPAddr+")")
+	f.StringVar(&o.natsAuthDir, "nats-auth-dir", service.Env("GYRE_NATS_AUTH_DIR", ""),
+		"with --nats: the directory of the server's Gyre identities (`gyre auth config --dir` writes <identity>.nk); each service connects with its own, gyre up and the CLI with admin.nk. Without it they connect with no credentials (env GYRE_NATS_AUTH_DIR)")
 	f.StringVar(&o.natsListen, "nats-listen", service.Env("GYRE_NATS_LISTEN", defaultNATSListen),
 		"host:port the embedded NATS server listens on (env GYRE_NATS_LISTEN)")
 	f.StringVar(&o.logLevel, "log-level", service.Env(service.EnvLogLevel, defaultUpLogLevel),
@@ -123,6 +134,9 @@ func (o upOptions) validate() error {
 			errs = append(errs, &service.FieldError{Flag: "nats-listen", Value: o.natsListen,
 				Reason: "applies to the embedded server only, and --nats names an external one; drop one of them"})
 		}
+	} else if o.natsAuthDir != "" {
+		errs = append(errs, &service.FieldError{Flag: "nats-auth-dir", Env: "GYRE_NATS_AUTH_DIR", Value: o.natsAuthDir,
+			Reason: "applies to an external server (--nats) only: the embedded one keeps its identities in <data-dir>/" + natsAuthDir})
 	} else if err := service.ValidateHostPort(o.natsListen); err != nil {
 		errs = append(errs, &service.FieldError{Flag: "nats-listen", Env: "GYRE_NATS_LISTEN", Value: o.natsListen, Reason: err.Error()})
 	}
@@ -162,6 +176,13 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("gyre up is already running with data dir %s (pid %d, %s); stop it first or pass another --data-dir", o.dataDir, st.PID, st.HTTPURL)
 	}
 	out := &lockedWriter{w: stdout}
+	priv, pub, created, err := upKeys(o.dataDir)
+	if err != nil {
+		return err
+	}
+	if created {
+		out.printf("Signing key %s (new: the registry signs every model version with it; the deployer serves only what it signed)\n", priv)
+	}
 
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
@@ -174,9 +195,19 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		}
 	}()
 
-	natsURL, natsNote := o.natsURL, "external"
+	natsURL, natsNote, seedDir := o.natsURL, "external", o.natsAuthDir
 	if natsURL == "" {
-		srv, note, err := startEmbedded(o)
+		// Secure by default: the embedded server accepts Gyre's
+		// identities only, their seeds in the data dir.
+		seedDir = filepath.Join(o.dataDir, natsAuthDir)
+		users, created, err := upIdentities(seedDir)
+		if err != nil {
+			return err
+		}
+		if created {
+			out.printf("NATS identities in %s (new: one nkey per service, the admin's for the CLI, a reader's; the embedded server accepts no one else)\n", seedDir)
+		}
+		srv, note, err := startEmbedded(o, users)
 		if err != nil {
 			return err
 		}
@@ -190,8 +221,29 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		}
 	}
 
+	tokens, _, readToken, err := upTokens(o.dataDir)
+	if err != nil {
+		return err
+	}
+	// Events' dataschema resolves here, unless GYRE_SCHEMA_BASE_URL points
+	// elsewhere (a schema server of the installation's).
+	if service.Env("GYRE_SCHEMA_BASE_URL", "") != "" {
+		if err := events.LoadSchemaBaseURL(); err != nil {
+			return fmt.Errorf("GYRE_SCHEMA_BASE_URL: %w", err)
+		}
+	} else if err := events.SetSchemaBaseURL(httpURL + "/schemas"); err != nil {
+		return fmt.Errorf("schema base URL: %w", err)
+	}
 	cfg := o.serviceConfig(natsURL)
-	proc, err := service.Connect(ctx, cfg, "up", service.WithLogOutput(stderr), service.WithTraceOutput(stderr))
+	// Every service's HTTP API checks bearer tokens against the data dir's
+	// token file; the CLI sends the admin token kept beside it.
+	cfg.AuthTokens = tokens
+	// gyre up provisions as the admin; each service then connects as itself.
+	upCfg := cfg
+	if seedDir != "" {
+		upCfg.NATSNkey = seedFile(seedDir, events.IdentityAdmin)
+	}
+	proc, err := service.Connect(ctx, upCfg, "up", service.WithLogOutput(stderr), service.WithTraceOutput(stderr))
 	if err != nil {
 		return err
 	}
@@ -214,7 +266,20 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("provision topology: %w", err)
 	}
 
-	svcs, err := buildServices(cfg, proc.Deps)
+	depsOf := func(string) service.Deps { return proc.Deps }
+	if seedDir != "" {
+		conns, err := dialServices(cfg, seedDir, proc.Deps)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownTimeout)
+			defer cancel()
+			err = errors.Join(err, conns.close(cctx))
+		}()
+		depsOf = conns.deps
+	}
+	svcs, err := buildServices(upSettings{Config: cfg, SigningKey: priv, VerifyKeys: pub}, depsOf)
 	if err != nil {
 		return err
 	}
@@ -222,8 +287,8 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 
 	run := func(ctx context.Context) error {
 		return runServices(ctx, o, svcs, out, upState{
-			PID: os.Getpid(), NATSURL: natsURL, HTTPURL: httpURL, StartedAt: time.Now().UTC(),
-		}, natsNote)
+			PID: os.Getpid(), NATSURL: natsURL, HTTPURL: httpURL, StartedAt: time.Now().UTC(), NATSSeed: upCfg.NATSNkey,
+		}, natsNote, readToken)
 	}
 	serveLn := ln
 	ln = nil // Serve owns it now
@@ -241,7 +306,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 
 // startEmbedded starts the embedded NATS server on --nats-listen, or on a free
 // port when that one is taken (say, by another NATS server).
-func startEmbedded(o upOptions) (*server.Server, string, error) {
+func startEmbedded(o upOptions, users []*server.NkeyUser) (*server.Server, string, error) {
 	host, portStr, _ := net.SplitHostPort(o.natsListen) // validated
 	port, _ := strconv.Atoi(portStr)
 	note := ""
@@ -254,7 +319,7 @@ func startEmbedded(o upOptions) (*server.Server, string, error) {
 			_ = probe.Close()
 		}
 	}
-	srv, err := embednats.Run(embednats.Options{StoreDir: filepath.Join(o.dataDir, "nats"), Host: host, Port: port})
+	srv, err := embednats.Run(embednats.Options{StoreDir: filepath.Join(o.dataDir, "nats"), Host: host, Port: port, Users: users})
 	if err != nil {
 		return nil, "", fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -264,6 +329,9 @@ func startEmbedded(o upOptions) (*server.Server, string, error) {
 func waitConnected(ctx context.Context, proc *service.Process, url string) error {
 	deadline := time.Now().Add(connectTimeout)
 	for !proc.Conn.IsConnected() {
+		if err := proc.Conn.LastError(); err != nil && strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+			return fmt.Errorf("NATS at %s refused gyre up's credentials (%v): the server requires a Gyre identity; pass --nats-auth-dir with the seeds 'gyre auth config' wrote for it", service.RedactURL(url), err)
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cannot reach NATS at %s within %s: is the server running? (drop --nats to run an embedded one)", service.RedactURL(url), connectTimeout)
 		}
@@ -279,7 +347,7 @@ func waitConnected(ctx context.Context, proc *service.Process, url string) error
 // runServices runs every service until ctx ends; if one fails, the others
 // are stopped and its error returned. Once all are ready it writes the state
 // file and prints where everything is.
-func runServices(ctx context.Context, o upOptions, svcs []service.Runner, out *lockedWriter, st upState, natsNote string) error {
+func runServices(ctx context.Context, o upOptions, svcs []service.Runner, out *lockedWriter, st upState, natsNote, readToken string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -297,7 +365,7 @@ func runServices(ctx context.Context, o upOptions, svcs []service.Runner, out *l
 		}()
 	}
 	var announced sync.WaitGroup
-	announced.Go(func() { announce(ctx, o, svcs, out, st, natsNote) })
+	announced.Go(func() { announce(ctx, o, svcs, out, st, natsNote, readToken) })
 
 	var errs []error
 	for range svcs {
@@ -312,7 +380,7 @@ func runServices(ctx context.Context, o upOptions, svcs []service.Runner, out *l
 
 // announce waits until every service is ready, writes the state file and
 // prints what runs where; then it waits for the stop and says so.
-func announce(ctx context.Context, o upOptions, svcs []service.Runner, out *lockedWriter, st upState, natsNote string) {
+func announce(ctx context.Context, o upOptions, svcs []service.Runner, out *lockedWriter, st upState, natsNote, readToken string) {
 	deadline := time.Now().Add(o.readyTimeout)
 	warned := false
 	for {
@@ -335,8 +403,11 @@ func announce(ctx context.Context, o upOptions, svcs []service.Runner, out *lock
 	}
 	out.printf("\nNATS   %s (%s)\n", service.RedactURL(st.NATSURL), natsNote)
 	out.printf("HTTP   %s/healthz  %s/readyz  %s/metrics\n", st.HTTPURL, st.HTTPURL, st.HTTPURL)
-	out.printf("Dashboard %s/services/%s/\n", st.HTTPURL, dashboard.Name)
-	out.printf("State  %s\n\nServices (each with /healthz, /readyz, /metrics):\n", statePath(o.dataDir))
+	// The read token rides in the fragment, which the browser keeps to
+	// itself: the page sends it as a bearer header.
+	out.printf("Dashboard %s/services/%s/#token=%s\n", st.HTTPURL, dashboard.Name, readToken)
+	out.printf("State  %s\nTokens %s (the CLI's admin token: %s)\n\nServices (each with /healthz, /readyz, /metrics):\n",
+		statePath(o.dataDir), filepath.Join(o.dataDir, tokensFile), filepath.Join(o.dataDir, adminTokenFile))
 	for _, s := range svcs {
 		out.printf("  %-11s %s/services/%s/\n", s.Name(), st.HTTPURL, s.Name())
 	}
@@ -392,8 +463,11 @@ func upMux(svcs []service.Runner, deps service.Deps, logger *slog.Logger) *http.
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		EnableOpenMetrics: true,
 	}))
+	// The event payloads' schemas, where events' dataschema points: open,
+	// since any consumer must be able to resolve them.
+	mux.Handle("/schemas/", http.StripPrefix("/schemas", events.SchemaHandler()))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics"}
+		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics", "schemas": "/schemas/"}
 		services := map[string]string{}
 		for _, n := range names {
 			services[n] = "/services/" + n + "/"

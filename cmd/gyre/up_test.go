@@ -10,6 +10,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -56,8 +58,15 @@ func TestUpFlagValidation(t *testing.T) {
 // is ready; stop it with the returned function, which checks a clean exit.
 func runUpUntilReady(t *testing.T, url, dir string) (inv *invocation, state upState, stop func()) {
 	t.Helper()
+	return runUpWith(t, dir, "--nats", url)
+}
+
+// runUpWith starts `gyre up` with args and waits until it is ready (see
+// runUpUntilReady).
+func runUpWith(t *testing.T, dir string, args ...string) (inv *invocation, state upState, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	inv = start(ctx, "up", "--nats", url, "--http", "127.0.0.1:0", "--data-dir", dir)
+	inv = start(ctx, append([]string{"up", "--http", "127.0.0.1:0", "--data-dir", dir}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(inv.stdout.String(), "\nReady.") {
 		select {
@@ -161,6 +170,36 @@ func TestUpProvisionsServesAndStopsCleanly(t *testing.T) {
 		code, body := httpGet(t, state.HTTPURL+e.path)
 		if code != http.StatusOK || !strings.Contains(body, e.contains) {
 			t.Errorf("GET %s = %d, want 200 containing %q:\n%.300s", e.path, code, e.contains, body)
+		}
+	}
+	// The APIs are authenticated: the registry's read API refuses a request
+	// without a token, and takes the admin token up keeps for the CLI; the
+	// dashboard's read token reads, and cannot promote.
+	models := state.HTTPURL + "/services/registry/v1/pipelines/nope/models"
+	if code, body := httpGet(t, models); code != http.StatusUnauthorized {
+		t.Errorf("GET %s without a token = %d %s, want 401", models, code, body)
+	}
+	for _, tc := range []struct {
+		file, method, path string
+		want               int
+	}{
+		{adminTokenFile, http.MethodGet, models, http.StatusNotFound},
+		{readTokenFile, http.MethodGet, models, http.StatusNotFound},
+		{readTokenFile, http.MethodPost, state.HTTPURL + "/services/registry/v1/pipelines/nope/rollback", http.StatusForbidden},
+	} {
+		secret, err := os.ReadFile(filepath.Join(dir, tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(tc.method, tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(secret)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s with %s = %d, want %d", tc.method, tc.path, tc.file, resp.StatusCode, tc.want)
 		}
 	}
 	var health struct{ Services []string }

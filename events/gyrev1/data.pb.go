@@ -1117,7 +1117,8 @@ type FeaturesMaterialized struct {
 	Rows int64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
 	// Number of rows written to the online store (JetStream KV or Redis).
 	OnlineRowsWritten int64 `protobuf:"varint,6,opt,name=online_rows_written,json=onlineRowsWritten,proto3" json:"online_rows_written,omitempty"`
-	// Online store used: "kv" (JetStream KV) or "redis"; empty when none.
+	// Online store used: "jetstream-kv" (JetStream KV) or "redis"; empty
+	// when none.
 	OnlineStore string `protobuf:"bytes,7,opt,name=online_store,json=onlineStore,proto3" json:"online_store,omitempty"`
 	// The feature columns, in snapshot order (the label column excluded).
 	Columns []*FeatureColumn `protobuf:"bytes,8,rep,name=columns,proto3" json:"columns,omitempty"`

@@ -42,7 +42,9 @@ type DeploymentStarted struct {
 	Steps []int32 `protobuf:"varint,6,rep,packed,name=steps,proto3" json:"steps,omitempty"`
 	// The artifact being loaded.
 	Artifact *ObjectRef `protobuf:"bytes,7,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	// Why: "promoted" (model.promoted), "manual" or "rollback".
+	// Why: "promoted" (model.promoted), "manual", "rollback" or
+	// "rolledback" (the promotion's reason, ModelPromoted.reason, where it is
+	// one of the last three).
 	Reason string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Generation of the registry's champion this deployment rolls out
 	// (ModelPromoted.generation): the registry applies a deployment's outcome

@@ -2,6 +2,8 @@ package bus_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/natstest"
 )
@@ -112,7 +116,43 @@ func (e *env) run(cfg bus.RouterConfig, handlers map[events.Consumer]bus.Handler
 	return stop
 }
 
-// newEvent returns a catalog event for pipeline p with a JSON body.
+// valid returns an event of a catalog name (data.batch.arrived,
+// data.batch.received or label.received) for pipeline whose payload keeps
+// its contract; n tells events apart: it is the batch (or prediction) id.
+func valid(t testing.TB, name, pipeline string, n any) event.Event {
+	t.Helper()
+	id := fmt.Sprint(n)
+	var msg proto.Message
+	switch name {
+	case events.DataBatchArrived:
+		msg = &gyrev1.DataBatchArrived{Pipeline: pipeline, BatchId: id, Format: "csv", Uri: events.ObjectURI("landing", pipeline+"/"+id+".csv")}
+	case events.DataBatchReceived:
+		sum := sha256.Sum256([]byte(id))
+		msg = &gyrev1.DataBatchReceived{Pipeline: pipeline, BatchId: id, Format: "csv", Sha256: hex.EncodeToString(sum[:]),
+			Object: &gyrev1.ObjectRef{Bucket: events.ObjectBatches, Key: pipeline + "/" + id + ".csv"}}
+	case events.LabelReceived:
+		msg = &gyrev1.LabelReceived{Pipeline: pipeline, Labels: []*gyrev1.Label{{PredictionId: id, Value: "1"}}}
+	default:
+		t.Fatalf("valid: no payload for %s", name)
+	}
+	ev, err := events.New("/gyre/"+testService, pipeline, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// batchOf decodes the batch id of a valid event, as a handler does.
+func batchOf(ev event.Event) (string, error) {
+	var m gyrev1.DataBatchArrived
+	if err := bus.DecodePayload(ev, &m); err != nil {
+		return "", err
+	}
+	return m.GetBatchId(), nil
+}
+
+// newEvent returns a catalog event for pipeline p with a JSON body (which
+// need not keep the contract: for what is published, not consumed).
 func newEvent(name, pipeline string, body any) event.Event {
 	ev := event.New()
 	ev.SetType(events.Type(name))
@@ -188,7 +228,7 @@ func TestPublishConsumeRoundTrip(t *testing.T) {
 			return nil
 		},
 	})
-	ev := newEvent(events.DataBatchArrived, "elec2", map[string]any{"batchId": "b1", "format": "csv"})
+	ev := valid(t, events.DataBatchArrived, "elec2", "b1")
 	ev.SetID("id-roundtrip")
 	ev.SetDataSchema("urn:gyre:proto:gyre.v1.DataBatchArrived")
 	ev.SetExtension(bus.ExtModelVersion, "7")
@@ -211,7 +251,7 @@ func TestPublishConsumeRoundTrip(t *testing.T) {
 			{"datasetversion", bus.Ext(in, bus.ExtDatasetVersion), "ds-3"},
 			{"custom", bus.Ext(in, "custom"), "x y z"},
 			{"correlationid", bus.Ext(in, bus.ExtCorrelationID), "id-roundtrip"},
-			{"data", string(in.Data()), `{"batchId":"b1","format":"csv"}`},
+			{"data", string(in.Data()), `{"pipeline":"elec2","batchId":"b1","format":"csv","uri":"nats-object://landing/elec2/b1.csv"}`},
 		} {
 			if c.got != c.want {
 				t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
@@ -239,7 +279,7 @@ func TestTransientFailureIsRetriedThenSucceeds(t *testing.T) {
 			return nil
 		},
 	})
-	if err := e.pub.Publish(context.Background(), newEvent(events.DataBatchArrived, "p1", map[string]string{})); err != nil {
+	if err := e.pub.Publish(context.Background(), valid(t, events.DataBatchArrived, "p1", 1)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -272,7 +312,7 @@ func TestTransientFailureExhaustedGoesToDLQ(t *testing.T) {
 			return errors.New("upstream timeout")
 		},
 	})
-	if err := e.pub.Publish(context.Background(), newEvent(events.DataBatchArrived, "p1", map[string]string{})); err != nil {
+	if err := e.pub.Publish(context.Background(), valid(t, events.DataBatchArrived, "p1", 1)); err != nil {
 		t.Fatal(err)
 	}
 	var msgs []jetstream.Msg
@@ -304,20 +344,20 @@ func TestPermanentFailureGoesToDLQAndLaterMessagesFlow(t *testing.T) {
 	e.run(bus.RouterConfig{}, map[events.Consumer]bus.Handler{
 		consumer("permanent", events.DataBatchArrived): func(_ context.Context, ev event.Event) error {
 			calls.Add(1)
-			var body struct{ N int }
-			if err := json.Unmarshal(ev.Data(), &body); err != nil {
-				return bus.Permanent(err)
+			id, err := batchOf(ev)
+			if err != nil {
+				return err
 			}
-			if body.N == 2 {
+			if id == "2" {
 				return bus.Permanentf("row 7, column nswprice: %q is not a number", "abc")
 			}
-			handled.Store(body.N, true)
+			handled.Store(id, true)
 			return nil
 		},
 	})
 	var poisoned event.Event
 	for n := 1; n <= 5; n++ {
-		ev := newEvent(events.DataBatchArrived, "p1", map[string]int{"N": n})
+		ev := valid(t, events.DataBatchArrived, "p1", n)
 		ev.SetExtension(bus.ExtCorrelationID, fmt.Sprintf("corr-%d", n))
 		if n == 2 {
 			ev.SetID("poison-2")
@@ -328,7 +368,7 @@ func TestPermanentFailureGoesToDLQAndLaterMessagesFlow(t *testing.T) {
 		}
 	}
 	waitFor(t, "messages 1,3,4,5 handled", 10*time.Second, func() bool {
-		for _, n := range []int{1, 3, 4, 5} {
+		for _, n := range []string{"1", "3", "4", "5"} {
 			if _, ok := handled.Load(n); !ok {
 				return false
 			}
@@ -356,7 +396,7 @@ func TestPermanentFailureGoesToDLQAndLaterMessagesFlow(t *testing.T) {
 		{"original ce-type", h.Get(bus.HeaderType), poisoned.Type()},
 		{"original correlationid", h.Get("ce-correlationid"), "corr-2"},
 		{"original content-type", h.Get(bus.HeaderContentType), bus.ContentTypeJSON},
-		{"original payload", string(dl.Data()), `{"N":2}`},
+		{"original payload", string(dl.Data()), string(poisoned.Data())},
 	} {
 		if c.got != c.want {
 			t.Errorf("dead letter %s = %q, want %q", c.name, c.got, c.want)
@@ -422,7 +462,7 @@ func TestHandlerPanicDoesNotStopTheService(t *testing.T) {
 		},
 	})
 	for i := range 4 {
-		ev := newEvent(events.DataBatchArrived, "p1", map[string]int{"i": i})
+		ev := valid(t, events.DataBatchArrived, "p1", i)
 		if i == 1 {
 			ev.SetID("boom")
 		}
@@ -462,7 +502,7 @@ func TestShutdownDrainsInFlightMessages(t *testing.T) {
 		},
 	}, bus.WithConcurrency(3))
 	for i := range 3 {
-		if err := e.pub.Publish(context.Background(), newEvent(events.DataBatchArrived, "p1", map[string]int{"i": i})); err != nil {
+		if err := e.pub.Publish(context.Background(), valid(t, events.DataBatchArrived, "p1", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -534,7 +574,7 @@ func TestMalformedMessagesGoToDLQ(t *testing.T) {
 		}
 	}
 	// A good event after the bad ones is handled.
-	if err := e.pub.Publish(context.Background(), newEvent(events.DataBatchArrived, "p1", map[string]string{})); err != nil {
+	if err := e.pub.Publish(context.Background(), valid(t, events.DataBatchArrived, "p1", 1)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the good event", 10*time.Second, func() bool { return handled.Load() == 1 })
@@ -607,7 +647,7 @@ func TestLineageAndTracePropagateToEmittedEvents(t *testing.T) {
 			// The handler emits the next event of the loop with its ctx.
 			ctx, span := tracer.Start(ctx, "ingest")
 			defer span.End()
-			return e.pub.Publish(ctx, newEvent(events.DataBatchReceived, "p1", map[string]string{"batchId": "b1"}))
+			return e.pub.Publish(ctx, valid(t, events.DataBatchReceived, "p1", "b1"))
 		},
 		consumer("effect", events.DataBatchReceived): func(_ context.Context, ev event.Event) error {
 			emitted <- ev
@@ -616,7 +656,7 @@ func TestLineageAndTracePropagateToEmittedEvents(t *testing.T) {
 	})
 
 	ctx, root := tracer.Start(context.Background(), "producer")
-	cause := newEvent(events.DataBatchArrived, "p1", map[string]string{"batchId": "b1"})
+	cause := valid(t, events.DataBatchArrived, "p1", "b1")
 	cause.SetID("cause-1")
 	cause.SetExtension(bus.ExtCorrelationID, "corr-xyz")
 	if err := e.pub.Publish(ctx, cause); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/gyrehq/gyre/events"
 )
 
 // PermanentError marks an error that retrying cannot fix: bad input, an
@@ -63,14 +65,20 @@ func malformed(format string, args ...any) error {
 	return &MalformedError{Reason: fmt.Sprintf(format, args...)}
 }
 
-// errorKind names the class of an error for metrics and dead-letter headers.
+// errorKind names the class of an error for metrics and dead-letter headers:
+// malformed (not a CloudEvent), contract (a payload that breaks its
+// contract, events.ContractError), panic, retries-exhausted, permanent,
+// transient.
 func errorKind(err error) string {
 	var m *MalformedError
+	var contract *events.ContractError
 	var panicErr middleware.RecoveredPanicError
 	var exhausted *exhaustedError
 	switch {
 	case errors.As(err, &m):
 		return "malformed"
+	case errors.As(err, &contract):
+		return "contract"
 	case errors.As(err, &panicErr):
 		return "panic"
 	case errors.As(err, &exhausted):

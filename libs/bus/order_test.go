@@ -20,7 +20,7 @@ import (
 func (e *env) publishN(name, prefix string, n int) {
 	e.t.Helper()
 	for i := 1; i <= n; i++ {
-		ev := newEvent(name, "p", map[string]any{"n": i})
+		ev := valid(e.t, name, "p", i)
 		ev.SetID(fmt.Sprintf("%s-%d", prefix, i))
 		if err := e.pub.Publish(context.Background(), ev); err != nil {
 			e.t.Fatal(err)

@@ -47,7 +47,7 @@ func TestMessagePosition(t *testing.T) {
 	})
 	stored := map[string]uint64{}
 	for _, id := range []string{"first", "second"} {
-		ev := newEvent(events.DataBatchReceived, "p1", map[string]string{})
+		ev := valid(t, events.DataBatchReceived, "p1", id)
 		ev.SetID(id)
 		if err := e.pub.Publish(context.Background(), ev); err != nil {
 			t.Fatal(err)

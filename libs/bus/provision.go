@@ -28,6 +28,12 @@ type Topology struct {
 	// service run with the default leaves alone what an operator or another
 	// service raised. Consumers follow their stream's.
 	Replicas int
+	// CreateOnly creates missing streams and buckets but never changes an
+	// existing one: a difference is reported (Differs) rather than applied.
+	// It is how a service provisions with its own NATS identity, which may
+	// create Gyre's streams but not update them (libs/natsauth); the
+	// admin's provisioning applies the difference.
+	CreateOnly bool
 }
 
 // FullTopology is the catalog's whole topology: every stream, every service's
@@ -65,6 +71,9 @@ const (
 	Updated   Action = "updated"
 	Unchanged Action = "unchanged"
 	Deleted   Action = "deleted"
+	// Differs: the resource differs from the declaration and this
+	// provisioning may not change it (Topology.CreateOnly).
+	Differs Action = "differs"
 )
 
 // Change is one line of a provisioning report.
@@ -94,7 +103,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 	replicas := max(t.Replicas, 1)
 	for _, cfg := range t.Streams {
 		cfg.Replicas = max(cfg.Replicas, replicas)
-		c, err := provisionStream(ctx, js, cfg)
+		c, err := provisionStream(ctx, js, cfg, t.CreateOnly)
 		if err != nil {
 			return report, err
 		}
@@ -122,7 +131,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 	}
 	for _, cfg := range t.KeyValues {
 		cfg.Replicas = max(cfg.Replicas, replicas)
-		c, err := provisionKV(ctx, js, cfg)
+		c, err := provisionKV(ctx, js, cfg, t.CreateOnly)
 		if err != nil {
 			return report, err
 		}
@@ -130,7 +139,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 	}
 	for _, cfg := range t.ObjectStores {
 		cfg.Replicas = max(cfg.Replicas, replicas)
-		c, err := provisionObjectStore(ctx, js, cfg)
+		c, err := provisionObjectStore(ctx, js, cfg, t.CreateOnly)
 		if err != nil {
 			return report, err
 		}
@@ -139,7 +148,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 	return report, nil
 }
 
-func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (Change, error) {
+func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, createOnly bool) (Change, error) {
 	ch := Change{Kind: "stream", Name: want.Name}
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -180,6 +189,10 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	}
 	if len(diff) == 0 {
 		ch.Action = Unchanged
+		return ch, nil
+	}
+	if createOnly {
+		ch.Action, ch.Diff = Differs, diff
 		return ch, nil
 	}
 	// Keep the server's settings the declaration does not name.
@@ -242,7 +255,7 @@ func provisionConsumer(ctx context.Context, js jetstream.JetStream, decl events.
 	return ch, nil
 }
 
-func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Change, error) {
+func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig, createOnly bool) (Change, error) {
 	ch := Change{Kind: "kv", Name: want.Bucket}
 	kv, err := js.KeyValue(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -274,6 +287,10 @@ func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.Key
 		ch.Action = Unchanged
 		return ch, nil
 	}
+	if createOnly {
+		ch.Action, ch.Diff = Differs, diff
+		return ch, nil
+	}
 	want.Replicas = max(have, want.Replicas)
 	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
 		return ch, fmt.Errorf("update kv bucket %s (%s): %w", want.Bucket, strings.Join(diff, ", "), err)
@@ -282,7 +299,7 @@ func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.Key
 	return ch, nil
 }
 
-func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jetstream.ObjectStoreConfig) (Change, error) {
+func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jetstream.ObjectStoreConfig, createOnly bool) (Change, error) {
 	ch := Change{Kind: "object", Name: want.Bucket}
 	obs, err := js.ObjectStore(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -301,6 +318,10 @@ func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jets
 	}
 	if st.Replicas() >= want.Replicas {
 		ch.Action = Unchanged
+		return ch, nil
+	}
+	if createOnly {
+		ch.Action, ch.Diff = Differs, []string{"replicas"}
 		return ch, nil
 	}
 	if _, err := js.UpdateObjectStore(ctx, want); err != nil {

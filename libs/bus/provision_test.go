@@ -198,3 +198,36 @@ func checkReplicas(ctx context.Context, t *testing.T, js jetstream.JetStream, to
 		}
 	}
 }
+
+// TestProvisionCreateOnlyReportsWhatDiffers: a service with its own NATS
+// identity creates what is missing and reports, without touching it, what
+// differs from the catalog (its identity may not update streams).
+func TestProvisionCreateOnlyReportsWhatDiffers(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	old := events.Streams()[0]
+	old.MaxAge = time.Hour
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	topo := bus.ServiceTopology(events.ServiceIngest)
+	topo.CreateOnly = true
+	changes, err := bus.Provision(ctx, js, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := countActions(changes)
+	if got[bus.Differs] != 1 || got[bus.Created] != len(changes)-1 {
+		t.Fatalf("create-only provisioning: %v, want one differs and the rest created: %v", got, changes)
+	}
+	st, err := js.Stream(ctx, old.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CachedInfo().Config.MaxAge != time.Hour {
+		t.Fatalf("create-only provisioning changed %s's max age to %s", old.Name, st.CachedInfo().Config.MaxAge)
+	}
+}

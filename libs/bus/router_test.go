@@ -51,14 +51,15 @@ func TestHandleDeclared(t *testing.T) {
 	}
 }
 
-// TestDecodePayload: a payload that decodes and validates is read into the
-// message; one that does not decode, or decodes but is invalid, is a
-// permanent error.
+// TestDecodePayload: a payload that keeps its contract is read into the
+// message; one that breaks it is a permanent *events.ContractError (kind
+// "contract" in the dead letter) with the *events.ValidationError inside; a
+// destination of another type is a permanent *events.DecodeError.
 func TestDecodePayload(t *testing.T) {
 	t.Parallel()
 	newEvent := func(msg *gyrev1.LabelReceived) event.Event {
 		t.Helper()
-		ev, err := events.New("/gyre/test", "p1", msg)
+		ev, err := events.New("/gyre/test", msg.GetPipeline(), msg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,18 @@ func TestDecodePayload(t *testing.T) {
 	invalid := newEvent(&gyrev1.LabelReceived{Pipeline: "p1"})
 	err = bus.DecodePayload(invalid, &gyrev1.LabelReceived{})
 	var ve *events.ValidationError
-	if !errors.As(err, &ve) || ve.Field != "labels" || !bus.IsPermanent(err) {
-		t.Errorf("DecodePayload of no labels = %v, want a permanent *events.ValidationError of labels", err)
+	var ce *events.ContractError
+	if !errors.As(err, &ce) || !errors.As(err, &ve) || ve.Field != "labels" || ve.Rule != "required" || !bus.IsPermanent(err) {
+		t.Errorf("DecodePayload of no labels = %v, want a permanent *events.ContractError of labels", err)
+	}
+	if want := "contract dev.gyre.label.received.v1: labels: rule required: empty; at least one item is required"; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %q", err, want)
+	}
+
+	other := newEvent(&gyrev1.LabelReceived{Pipeline: "p2", Labels: []*gyrev1.Label{{PredictionId: "r1"}}})
+	other.SetSubject("p1")
+	other.SetExtension(bus.ExtPipeline, "p1")
+	if err := bus.DecodePayload(other, &gyrev1.LabelReceived{}); !errors.As(err, &ce) || ce.Field != "pipeline" || ce.Rule != "subject" {
+		t.Errorf("DecodePayload of a payload of another pipeline than the event's = %v, want a contract error of pipeline", err)
 	}
 }

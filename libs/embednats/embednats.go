@@ -22,6 +22,10 @@ type Options struct {
 	Port int
 	// MaxPayload is the largest message (default 8 MiB: inline data batches).
 	MaxPayload int32
+	// Users, when set, are the only clients the server accepts: each
+	// connects with its nkey and gets its permissions (libs/natsauth).
+	// Without them the server accepts anyone: for tests only.
+	Users []*server.NkeyUser
 }
 
 // Run starts the server and waits until it accepts clients.
@@ -47,6 +51,7 @@ func Run(o Options) (*server.Server, error) {
 		NoLog:      true,
 		NoSigs:     true,
 		MaxPayload: o.MaxPayload,
+		Nkeys:      o.Users,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)

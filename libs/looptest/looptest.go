@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,10 @@ func Connect(t testing.TB, srv *natstest.Server) *Env {
 	t.Helper()
 	cfg := service.Defaults("127.0.0.1:0")
 	cfg.NATSURL = srv.URL
-	proc, err := service.Connect(context.Background(), cfg, "looptest", service.WithLogOutput(io.Discard), service.WithTraceOutput(io.Discard))
+	// Component tests call the services' routes without tokens; the routes'
+	// scopes are tested with servicetest.NewTokens.
+	cfg.HTTPAuth = service.HTTPAuthNone
+	proc, err := service.Connect(context.Background(), cfg, "looptest", service.WithLogOutput(logOut()), service.WithTraceOutput(io.Discard))
 	if err != nil {
 		t.Fatalf("looptest: connect: %v", err)
 	}
@@ -413,4 +417,13 @@ spec:
       - {name: class, type: category}
   model: %s
 %s`, name, model, extra)
+}
+
+// logOut is where the services of a test log: nowhere, unless
+// GYRE_TEST_LOGS is set (to debug a test).
+func logOut() io.Writer {
+	if os.Getenv("GYRE_TEST_LOGS") != "" {
+		return os.Stderr
+	}
+	return io.Discard
 }

@@ -52,6 +52,12 @@ func (e *Env) Promote(p Promotion) (event.Event, int64) {
 				ref := models.ObjectFromProto(p.Reference)
 				v.Reference = &ref
 			}
+			sig, err := Signer().Sign(v.Subject(p.Pipeline))
+			if err == nil {
+				// As the registry signs; a version without an artifact digest
+				// stays unsigned, and deployers refuse it.
+				v.Signature = sig
+			}
 			rec.Versions = append(rec.Versions, v)
 			// Versions stay sorted: tests may register them out of order.
 			for i := len(rec.Versions) - 1; i > 0 && rec.Versions[i].Version < rec.Versions[i-1].Version; i-- {

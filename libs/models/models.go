@@ -19,6 +19,7 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -122,6 +123,15 @@ type Version struct {
 	// (empty while it was not): a withdrawn version is not what a later
 	// rollback returns to, until it is promoted again.
 	Withdrawn string `json:"withdrawn,omitempty"`
+	// Signature is the registry's signature of the version's identity
+	// (Subject): deployers serve no version without a valid one.
+	Signature signing.Signature `json:"signature,omitzero"`
+}
+
+// Subject is what the registry signs of a version of pipeline: its
+// number, its artifact and the artifact's digest.
+func (v *Version) Subject(pipeline string) signing.Subject {
+	return signing.Subject{Pipeline: pipeline, Version: v.Version, Bucket: v.Artifact.Bucket, Key: v.Artifact.Key, Sha256: v.Artifact.Sha256}
 }
 
 // Gate is the outcome of one evaluation gate.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
+	"github.com/gyrehq/gyre/libs/natsauth"
 )
 
 // EnvURL names the variable that points the tests at an external server.
@@ -206,4 +207,68 @@ func StartCluster(t testing.TB, n int) []*Server {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Secured is an embedded server that accepts Gyre's identities only, as
+// `gyre up`'s does: every service, the admin, the reader, a producer of
+// every pipeline and one of pipeline elec2, their seeds in SeedDir.
+type Secured struct {
+	*Server
+	// SeedDir holds <identity>.nk for each identity.
+	SeedDir string
+}
+
+// StartSecured starts an embedded server that requires credentials. It is
+// always in-process: the external server of NATS_URL has no users.
+func StartSecured(t testing.TB) *Secured {
+	t.Helper()
+	dir := t.TempDir()
+	seeds := filepath.Join(dir, "seeds")
+	for _, p := range []string{"", "elec2"} {
+		if _, _, err := natsauth.EnsureIdentity(seeds, natsauth.ProducerIdentity(p)); err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+	}
+	users, err := natsauth.EnsureAll(seeds)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	var nkeyUsers []*server.NkeyUser
+	for _, u := range users {
+		nu, err := u.NkeyUser()
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		nkeyUsers = append(nkeyUsers, nu)
+	}
+	s, err := embednats.Run(embednats.Options{StoreDir: filepath.Join(dir, "js"), Users: nkeyUsers})
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return &Secured{Server: &Server{URL: s.ClientURL(), Embedded: s, StoreDir: filepath.Join(dir, "js")}, SeedDir: seeds}
+}
+
+// Seed returns the seed file of an identity.
+func (s *Secured) Seed(identity string) string {
+	return filepath.Join(s.SeedDir, identity+natsauth.SeedExt)
+}
+
+// ConnectAs connects as an identity (see natsauth.ConnectOptions); the
+// connection closes at cleanup.
+func (s *Secured) ConnectAs(t testing.TB, identity string, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	idOpts, err := natsauth.ConnectOptions(s.Seed(identity))
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	nc, err := nats.Connect(s.URL, append(idOpts, opts...)...)
+	if err != nil {
+		t.Fatalf("natstest: connect as %s: %v", identity, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gyrehq/gyre/libs/httpauth"
+	"github.com/gyrehq/gyre/libs/natsauth"
 )
 
 // Defaults shared by every service.
@@ -39,6 +42,11 @@ const (
 type Config struct {
 	// NATSURL is the NATS server (or comma-separated servers) to connect to.
 	NATSURL string
+	// NATSNkey is the file holding this service's NATS identity (an nkey
+	// seed, `gyre auth config` makes one per service): the server gives it
+	// the permissions of its service and no other. Empty connects without
+	// credentials, which a secured server refuses.
+	NATSNkey string
 	// HTTPAddr is where a standalone service serves /healthz, /readyz and
 	// /metrics (host:port; port 0 picks a free one). Under `gyre up` the
 	// services share one listener and this is not used.
@@ -54,6 +62,20 @@ type Config struct {
 	// streams and buckets the service provisions (bus.Topology.Replicas):
 	// 1 on a single server, 3 on a three-node cluster.
 	StreamReplicas int
+
+	// HTTPAuth is required (the default: every route but /healthz, /readyz,
+	// /metrics and other public ones needs a credential with the route's
+	// scope) or none (authentication off, for local tests only).
+	HTTPAuth string
+	// AuthTokens is the token file (`gyre auth token create` writes it);
+	// it is read again when it changes. Empty accepts no Gyre token.
+	AuthTokens string
+	// AuthJWKSURL is an OIDC provider's key set: JWTs it signed are
+	// accepted, with their scope or scp claim. Empty accepts no JWT.
+	AuthJWKSURL string
+	// AuthJWTIssuer and AuthJWTAudience must match a JWT's iss and aud.
+	AuthJWTIssuer   string
+	AuthJWTAudience string
 
 	// envErrs holds the environment variables whose value did not parse when
 	// flags were registered; Validate reports them, because RegisterFlags has
@@ -71,6 +93,7 @@ func Defaults(httpAddr string) Config {
 		TraceExporter:   DefaultTraceExporter,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		StreamReplicas:  DefaultStreamReplicas,
+		HTTPAuth:        HTTPAuthRequired,
 	}
 }
 
@@ -87,11 +110,25 @@ func Env(key, def string) string {
 // Environment variables of the shared settings.
 const (
 	EnvNATSURL         = "GYRE_NATS_URL"
+	EnvNATSNkey        = "GYRE_NATS_NKEY"
 	EnvHTTPAddr        = "GYRE_HTTP_ADDR"
 	EnvLogLevel        = "GYRE_LOG_LEVEL"
 	EnvTraceExporter   = "GYRE_TRACE_EXPORTER"
 	EnvShutdownTimeout = "GYRE_SHUTDOWN_TIMEOUT"
 	EnvStreamReplicas  = "GYRE_STREAM_REPLICAS"
+	EnvHTTPAuth        = "GYRE_HTTP_AUTH"
+	EnvAuthTokens      = "GYRE_AUTH_TOKENS"
+	EnvAuthJWKSURL     = "GYRE_AUTH_JWKS_URL"
+	EnvAuthJWTIssuer   = "GYRE_AUTH_JWT_ISSUER"
+	EnvAuthJWTAudience = "GYRE_AUTH_JWT_AUDIENCE"
+)
+
+// Values of --http-auth.
+const (
+	// HTTPAuthRequired: routes need a credential with their scope.
+	HTTPAuthRequired = string(httpauth.ModeRequired)
+	// HTTPAuthNone turns HTTP authentication off: for local tests only.
+	HTTPAuthNone = string(httpauth.ModeNone)
 )
 
 // RegisterFlags registers the shared flags on fs. The current field values
@@ -100,6 +137,8 @@ const (
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.StringFlag(fs, &c.NATSURL, "nats", EnvNATSURL, c.NATSURL,
 		"NATS server URL (comma-separated for several)")
+	c.StringFlag(fs, &c.NATSNkey, "nats-nkey", EnvNATSNkey, c.NATSNkey,
+		"file holding this service's NATS nkey seed (`gyre auth config --dir DIR` writes DIR/<service>.nk; mode 0600): the server allows it only its service's subjects")
 	c.StringFlag(fs, &c.HTTPAddr, "http", EnvHTTPAddr, c.HTTPAddr,
 		"host:port for /healthz, /readyz and /metrics (port 0: any free port)")
 	c.StringFlag(fs, &c.LogLevel, "log-level", EnvLogLevel, c.LogLevel,
@@ -110,6 +149,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"how long a stop signal waits for in-flight messages and requests")
 	c.IntFlag(fs, &c.StreamReplicas, "stream-replicas", EnvStreamReplicas, c.StreamReplicas,
 		"copies a JetStream cluster keeps of each stream and bucket: missing ones are created with that many, ones with fewer are raised, none is lowered (3 on a three-node cluster)")
+	c.StringFlag(fs, &c.HTTPAuth, "http-auth", EnvHTTPAuth, c.HTTPAuth,
+		"HTTP authentication: required (routes need a bearer token or JWT with their scope; /healthz, /readyz and /metrics stay open) or none (off: anyone who reaches the port may do anything; local tests only)")
+	c.StringFlag(fs, &c.AuthTokens, "auth-tokens", EnvAuthTokens, c.AuthTokens,
+		"token file of the bearer tokens accepted (`gyre auth token create` writes it; read again when it changes, so a revoked token stops working)")
+	c.StringFlag(fs, &c.AuthJWKSURL, "auth-jwks-url", EnvAuthJWKSURL, c.AuthJWKSURL,
+		"OIDC provider's JWKS URL: JWTs it signed (RS256, ES256, EdDSA) are accepted, their scopes from the scope or scp claim; needs --auth-jwt-issuer and --auth-jwt-audience")
+	c.StringFlag(fs, &c.AuthJWTIssuer, "auth-jwt-issuer", EnvAuthJWTIssuer, c.AuthJWTIssuer,
+		"the iss a JWT must have")
+	c.StringFlag(fs, &c.AuthJWTAudience, "auth-jwt-audience", EnvAuthJWTAudience, c.AuthJWTAudience,
+		"the aud a JWT must have")
 }
 
 // StringFlag registers a string flag whose default is the environment
@@ -172,6 +221,11 @@ func (c Config) Validate() error {
 	if err := ValidateNATSURL(c.NATSURL); err != nil {
 		errs = append(errs, &FieldError{Flag: "nats", Env: EnvNATSURL, Value: RedactURL(c.NATSURL), Reason: err.Error()})
 	}
+	if c.NATSNkey != "" {
+		if _, err := natsauth.PublicKey(c.NATSNkey); err != nil {
+			errs = append(errs, &FieldError{Flag: "nats-nkey", Env: EnvNATSNkey, Value: c.NATSNkey, Reason: "is not a usable nkey seed: " + err.Error()})
+		}
+	}
 	if err := ValidateHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, &FieldError{Flag: "http", Env: EnvHTTPAddr, Value: c.HTTPAddr, Reason: err.Error()})
 	}
@@ -189,7 +243,88 @@ func (c Config) Validate() error {
 	if c.StreamReplicas < 1 || c.StreamReplicas > MaxStreamReplicas {
 		errs = append(errs, &FieldError{Flag: "stream-replicas", Env: EnvStreamReplicas, Value: strconv.Itoa(c.StreamReplicas), Reason: fmt.Sprintf("must be 1 to %d (JetStream's limit)", MaxStreamReplicas)})
 	}
+	errs = append(errs, c.validateAuth()...)
 	return errors.Join(errs...)
+}
+
+// validateAuth checks the HTTP authentication settings.
+func (c Config) validateAuth() []error {
+	var errs []error
+	if _, err := httpauth.ParseMode(c.HTTPAuth); err != nil {
+		errs = append(errs, &FieldError{Flag: "http-auth", Env: EnvHTTPAuth, Value: c.HTTPAuth, Reason: err.Error()})
+	}
+	if c.AuthTokens != "" {
+		if fi, err := os.Stat(c.AuthTokens); err != nil || !fi.Mode().IsRegular() {
+			errs = append(errs, &FieldError{Flag: "auth-tokens", Env: EnvAuthTokens, Value: c.AuthTokens,
+				Reason: "is not an existing file (create it with `gyre auth token create --file " + c.AuthTokens + "`)"})
+		}
+	}
+	if c.AuthJWKSURL != "" {
+		if err := validateJWKSURL(c.AuthJWKSURL); err != nil {
+			errs = append(errs, &FieldError{Flag: "auth-jwks-url", Env: EnvAuthJWKSURL, Value: c.AuthJWKSURL, Reason: err.Error()})
+		}
+		// Without both, a JWT the provider issued for any other application
+		// (or another provider's) would be accepted here.
+		if c.AuthJWTIssuer == "" {
+			errs = append(errs, &FieldError{Flag: "auth-jwt-issuer", Env: EnvAuthJWTIssuer, Value: "", Reason: "is required with --auth-jwks-url"})
+		}
+		if c.AuthJWTAudience == "" {
+			errs = append(errs, &FieldError{Flag: "auth-jwt-audience", Env: EnvAuthJWTAudience, Value: "", Reason: "is required with --auth-jwks-url"})
+		}
+	} else {
+		if c.AuthJWTIssuer != "" {
+			errs = append(errs, &FieldError{Flag: "auth-jwt-issuer", Env: EnvAuthJWTIssuer, Value: c.AuthJWTIssuer, Reason: "needs --auth-jwks-url"})
+		}
+		if c.AuthJWTAudience != "" {
+			errs = append(errs, &FieldError{Flag: "auth-jwt-audience", Env: EnvAuthJWTAudience, Value: c.AuthJWTAudience, Reason: "needs --auth-jwks-url"})
+		}
+	}
+	return errs
+}
+
+// validateJWKSURL wants https, or http to a loopback host (a provider
+// beside the service, or a test's).
+func validateJWKSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("is not a URL: %w", err)
+	}
+	switch {
+	case u.Host == "":
+		return errors.New("has no host (want https://provider/.../jwks)")
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return errors.New("is plain http to another host: the keys that decide who may call Gyre must come over https")
+	}
+	return fmt.Errorf("has scheme %q (want https)", u.Scheme)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// AuthConfig returns the httpauth configuration of the settings, with the
+// message that tells a caller how to configure credentials when none is.
+func (c Config) AuthConfig(logger *slog.Logger) httpauth.Config {
+	ac := httpauth.Config{
+		Mode:      httpauth.Mode(c.HTTPAuth),
+		TokenFile: c.AuthTokens,
+		Logger:    logger,
+		Unconfigured: "this service accepts no credentials yet: it has no token file and no JWKS URL. " +
+			"Create a token with `gyre auth token create --scopes SCOPES --file FILE` and start the service with --auth-tokens FILE (env " + EnvAuthTokens + "), " +
+			"or give it --auth-jwks-url, --auth-jwt-issuer and --auth-jwt-audience; for a local test only, --http-auth none",
+	}
+	if c.AuthJWKSURL != "" {
+		ac.JWT = &httpauth.JWTConfig{JWKSURL: c.AuthJWKSURL, Issuer: c.AuthJWTIssuer, Audience: c.AuthJWTAudience, Logger: logger}
+	}
+	return ac
 }
 
 // ValidateNATSURL checks a NATS URL, or a comma-separated list of them.

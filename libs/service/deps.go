@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/httpauth"
+	"github.com/gyrehq/gyre/libs/natsauth"
 )
 
 // Deps are what a service runtime is built from. They are explicit so that
@@ -35,6 +37,12 @@ type Deps struct {
 	Logger *slog.Logger
 	// BusMetrics are the bus collectors, registered on Registry.
 	BusMetrics *bus.Metrics
+	// Auth checks the credentials of HTTP requests to the routes the
+	// services add (Runtime.HandleScoped). One per process, so that `gyre up`
+	// reads the token file and the JWT key set once for every service. Nil
+	// refuses every protected route, like a required mode with no
+	// credential source.
+	Auth *httpauth.Authenticator
 }
 
 // Validate reports the dependencies that are missing.
@@ -78,11 +86,11 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Process is what Connect makes for a process: its Deps, and the connection
-// and tracer provider that Close releases.
+// Process is what Connect makes for a process: its Deps, and the connection,
+// tracer provider and authenticator that Close releases.
 type Process struct {
 	Deps
-	closed          chan struct{}
+	closed          <-chan struct{}
 	shutdownTracing func(context.Context) error
 }
 
@@ -132,10 +140,38 @@ func Connect(ctx context.Context, cfg Config, name string, opts ...ConnectOption
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("bus metrics: %w", err), shutdownTracing(context.Background()))
 	}
+	auth, err := NewAuthenticator(cfg, logger.With("service", name, "component", "httpauth"))
+	if err != nil {
+		return nil, errors.Join(err, shutdownTracing(context.Background()))
+	}
+	nc, closed, err := Dial(cfg, name, logger)
+	if err != nil {
+		auth.Close()
+		return nil, errors.Join(err, shutdownTracing(context.Background()))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		auth.Close()
+		return nil, errors.Join(fmt.Errorf("jetstream: %w", err), shutdownTracing(context.Background()))
+	}
+	return &Process{
+		Deps:            Deps{Conn: nc, JS: js, Registry: reg, Logger: logger, BusMetrics: busMetrics, Auth: auth},
+		closed:          closed,
+		shutdownTracing: shutdownTracing,
+	}, nil
+}
+
+// Dial opens the NATS connection of a service named name: named
+// "gyre-<name>", with the identity of cfg.NATSNkey and its replies under
+// natsauth.InboxPrefix(name) (the only subjects that identity may
+// subscribe to), reconnecting forever with jittered backoff. It does not
+// wait for the server. The channel closes once the connection is closed.
+func Dial(cfg Config, name string, logger *slog.Logger) (*nats.Conn, <-chan struct{}, error) {
 	connLog := logger.With("service", name, "component", "nats")
 	closed := make(chan struct{})
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("gyre-"+name),
+	opts := []nats.Option{
+		nats.Name("gyre-" + name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
@@ -157,26 +193,31 @@ func Connect(ctx context.Context, cfg Config, name string, opts ...ConnectOption
 			if sub != nil {
 				subject = sub.Subject
 			}
+			// A permissions violation names the subject this identity was
+			// refused: a missing grant, or a service doing what it should not.
 			connLog.Error("nats asynchronous error", "subject", subject, "error", err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
-	)
+	}
+	if cfg.NATSNkey != "" {
+		seed, err := natsauth.ReadSeed(cfg.NATSNkey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--nats-nkey: %w", err)
+		}
+		opt, err := natsauth.NkeyOption(seed)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--nats-nkey %s: %w", cfg.NATSNkey, err)
+		}
+		opts = append(opts, opt, nats.CustomInboxPrefix(natsauth.InboxPrefix(name)))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("connect to nats %s: %w", RedactURL(cfg.NATSURL), err), shutdownTracing(context.Background()))
+		return nil, nil, fmt.Errorf("connect to nats %s: %w", RedactURL(cfg.NATSURL), err)
 	}
 	if !nc.IsConnected() {
 		connLog.Warn("nats not reachable yet; retrying in the background", "url", RedactURL(cfg.NATSURL))
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, errors.Join(fmt.Errorf("jetstream: %w", err), shutdownTracing(context.Background()))
-	}
-	return &Process{
-		Deps:            Deps{Conn: nc, JS: js, Registry: reg, Logger: logger, BusMetrics: busMetrics},
-		closed:          closed,
-		shutdownTracing: shutdownTracing,
-	}, nil
+	return nc, closed, nil
 }
 
 // RedactURL returns a NATS URL (or comma-separated URLs) with passwords
@@ -220,5 +261,31 @@ func (p *Process) Close(ctx context.Context) error {
 	if err := p.shutdownTracing(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("shut down tracing: %w", err))
 	}
+	p.Auth.Close()
 	return errors.Join(errs...)
+}
+
+// NewAuthenticator returns the HTTP authenticator of cfg's --http-auth,
+// --auth-tokens and --auth-jwt-* settings, and logs once what it accepts:
+// a warning when authentication is off, or when it is required but no
+// credential can pass (every protected route answers 401 saying how to
+// create a token). Connect calls it; close it when done.
+func NewAuthenticator(cfg Config, logger *slog.Logger) (*httpauth.Authenticator, error) {
+	if err := errors.Join(cfg.validateAuth()...); err != nil {
+		return nil, err
+	}
+	auth, err := httpauth.New(cfg.AuthConfig(logger))
+	if err != nil {
+		return nil, fmt.Errorf("http auth: %w", err)
+	}
+	switch {
+	case auth.Mode() == httpauth.ModeNone:
+		logger.Warn("HTTP authentication is off (--http-auth none): anyone who can reach the HTTP port may upload, infer, promote and roll back; use it for local tests only")
+	case !auth.Configured():
+		logger.Warn("HTTP authentication is required but no credential source is configured: every route but /healthz, /readyz and /metrics answers 401. " +
+			"Create a token with `gyre auth token create --scopes SCOPES --file FILE` and pass --auth-tokens FILE (env " + EnvAuthTokens + "), or configure --auth-jwks-url")
+	default:
+		logger.Info("HTTP authentication required", "tokenFile", cfg.AuthTokens, "jwksURL", cfg.AuthJWKSURL)
+	}
+	return auth, nil
 }

@@ -27,12 +27,13 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/httpauth"
 )
 
 // Runtime runs one service: it provisions the service's topology, runs its
 // bus router, and answers health, readiness and metrics over HTTP. Services
-// register their handlers on Router and their HTTP routes with Handle before
-// Run.
+// register their handlers on Router and their HTTP routes, each with the
+// scope it needs, with HandleRoute or HandleScoped before Run.
 type Runtime struct {
 	name      string
 	cfg       Config
@@ -115,6 +116,9 @@ func New(name string, cfg Config, deps Deps, opts ...Option) (*Runtime, error) {
 		o(r)
 	}
 	r.topology.Replicas = cfg.StreamReplicas
+	// With an identity of its own the service may create what is missing
+	// but not change what exists (libs/natsauth): the admin does.
+	r.topology.CreateOnly = cfg.NATSNkey != ""
 	r.mux.HandleFunc("GET /healthz", r.serveHealth)
 	r.mux.HandleFunc("GET /readyz", r.serveReady)
 	r.mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{
@@ -152,23 +156,79 @@ func (r *Runtime) Changes() []bus.Change {
 	return append([]bus.Change(nil), r.changes...)
 }
 
-// Handle adds an HTTP route to the service's handler. The health, readiness
-// and metrics routes are taken; a pattern that conflicts with a route already
-// there is an error.
-func (r *Runtime) Handle(pattern string, h http.Handler) (err error) {
+// Scope is what a credential allows (httpauth.Scope); a route names the one
+// it needs.
+type Scope = httpauth.Scope
+
+// The scopes of routes. ScopeAdmin implies the others; ScopePublic needs no
+// credential at all.
+const (
+	ScopeIngest = httpauth.ScopeIngest
+	ScopeInfer  = httpauth.ScopeInfer
+	ScopeRead   = httpauth.ScopeRead
+	ScopeAdmin  = httpauth.ScopeAdmin
+	ScopePublic = httpauth.Public
+)
+
+// Route is an HTTP route of a service and the scope a caller needs for it.
+type Route struct {
+	// Pattern is an http.ServeMux pattern, with its method: "GET /v1/x/{id}".
+	Pattern string
+	// Scope is what a caller's credential must hold (or admin); ScopePublic
+	// for a route anyone may call (a health check). Required: a route that
+	// does not say is an error, not an open door.
+	Scope Scope
+	// Handler serves the route; the caller's principal is in its request
+	// context (httpauth.PrincipalFrom).
+	Handler http.Handler
+	// QueryToken also accepts the token as ?access_token=, for a route a
+	// browser's EventSource reads (it cannot send headers); the parameter is
+	// removed before Handler sees the request.
+	QueryToken bool
+}
+
+// HandleRoute adds an HTTP route to the service's handler, guarded by its
+// scope (see Deps.Auth). The health, readiness and metrics routes are taken
+// and public; a pattern that conflicts with a route already there, or a
+// route without a scope, is an error.
+func (r *Runtime) HandleRoute(rt Route) (err error) {
+	if rt.Scope != ScopePublic && !rt.Scope.Valid() {
+		return fmt.Errorf("%s: route %q: scope %q is not one of %v or %q", r.name, rt.Pattern, rt.Scope, httpauth.Scopes(), ScopePublic)
+	}
+	if rt.Handler == nil {
+		return fmt.Errorf("%s: route %q: no handler", r.name, rt.Pattern)
+	}
+	var opts []httpauth.RequireOption
+	if rt.QueryToken {
+		opts = append(opts, httpauth.WithQueryToken())
+	}
+	h := r.deps.Auth.Require(rt.Scope, rt.Handler, opts...)
 	// http.ServeMux reports a conflicting pattern by panicking; a service
 	// adding a route should get an error it can return instead.
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%s: route %q: %v", r.name, pattern, p)
+			err = fmt.Errorf("%s: route %q: %v", r.name, rt.Pattern, p)
 		}
 	}()
-	r.mux.Handle(pattern, h)
+	r.mux.Handle(rt.Pattern, h)
 	return nil
 }
 
+// HandleScoped adds a route that needs scope: HandleRoute(Route{pattern,
+// scope, h}).
+func (r *Runtime) HandleScoped(pattern string, scope Scope, h http.Handler) error {
+	return r.HandleRoute(Route{Pattern: pattern, Scope: scope, Handler: h})
+}
+
+// Handle adds a route that needs the admin scope. A route that has not said
+// what it needs gets the most privileged: use HandleScoped to name the
+// least one.
+func (r *Runtime) Handle(pattern string, h http.Handler) error {
+	return r.HandleScoped(pattern, ScopeAdmin, h)
+}
+
 // Handler returns the service's HTTP handler: GET /healthz, GET /readyz,
-// GET /metrics and the routes added with Handle.
+// GET /metrics and the routes added with HandleRoute.
 func (r *Runtime) Handler() http.Handler { return r.mux }
 
 // Run provisions the service's topology, then runs the router until ctx
@@ -293,6 +353,10 @@ func (r *Runtime) recordChanges(changes []bus.Change) {
 		attrs := []any{"kind", c.Kind, "name", c.Name, "action", string(c.Action)}
 		if len(c.Diff) > 0 {
 			attrs = append(attrs, "diff", c.Diff)
+		}
+		if c.Action == bus.Differs {
+			r.logger.Warn("topology differs from the catalog and this service's NATS identity may not change it: provision as the admin (gyre up, or this service once with --nats-nkey admin.nk)", attrs...)
+			continue
 		}
 		r.logger.Info("topology "+string(c.Action), attrs...)
 	}

@@ -231,7 +231,7 @@ func TestHandleAddsRoutesAndRefusesConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if err := rt.Handle("GET /hello", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	if err := rt.HandleScoped("GET /hello", service.ScopePublic, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "hi")
 	})); err != nil {
 		t.Fatalf("Handle: %v", err)
@@ -285,6 +285,20 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"stream replicas 0", func(c *service.Config) { c.StreamReplicas = 0 }, []string{"--stream-replicas (env GYRE_STREAM_REPLICAS)", "must be 1 to 5"}},
 		{"stream replicas 7", func(c *service.Config) { c.StreamReplicas = 7 }, []string{"--stream-replicas", `"7"`}},
 		{"all at once", func(c *service.Config) { c.NATSURL, c.LogLevel = "", "loud" }, []string{"--nats", "--log-level"}},
+		{"http auth none", func(c *service.Config) { c.HTTPAuth = service.HTTPAuthNone }, nil},
+		{"http auth mode", func(c *service.Config) { c.HTTPAuth = "optional" }, []string{"--http-auth (env GYRE_HTTP_AUTH)", `"optional"`, "required or none"}},
+		{"token file missing", func(c *service.Config) { c.AuthTokens = "/no/such/tokens.json" }, []string{"--auth-tokens (env GYRE_AUTH_TOKENS)", "is not an existing file", "gyre auth token create"}},
+		{"jwks alone", func(c *service.Config) { c.AuthJWKSURL = "https://idp.example/jwks" }, []string{"--auth-jwt-issuer (env GYRE_AUTH_JWT_ISSUER)", "--auth-jwt-audience (env GYRE_AUTH_JWT_AUDIENCE)", "required with --auth-jwks-url"}},
+		{"jwks complete", func(c *service.Config) {
+			c.AuthJWKSURL, c.AuthJWTIssuer, c.AuthJWTAudience = "https://idp.example/jwks", "https://idp.example", "gyre"
+		}, nil},
+		{"jwks plain http", func(c *service.Config) {
+			c.AuthJWKSURL, c.AuthJWTIssuer, c.AuthJWTAudience = "http://idp.example/jwks", "https://idp.example", "gyre"
+		}, []string{"--auth-jwks-url (env GYRE_AUTH_JWKS_URL)", "plain http"}},
+		{"jwks http loopback", func(c *service.Config) {
+			c.AuthJWKSURL, c.AuthJWTIssuer, c.AuthJWTAudience = "http://127.0.0.1:9000/jwks", "https://idp.example", "gyre"
+		}, nil},
+		{"issuer without jwks", func(c *service.Config) { c.AuthJWTIssuer = "https://idp.example" }, []string{"--auth-jwt-issuer", "needs --auth-jwks-url"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -326,8 +340,13 @@ func TestRegisterFlagsPrecedence(t *testing.T) {
 		{
 			name: "defaults",
 			check: func(c service.Config) bool {
-				return c.NATSURL == service.DefaultNATSURL && c.HTTPAddr == "127.0.0.1:8081"
+				return c.NATSURL == service.DefaultNATSURL && c.HTTPAddr == "127.0.0.1:8081" && c.HTTPAuth == service.HTTPAuthRequired
 			},
+		},
+		{
+			name:  "auth from env",
+			env:   map[string]string{"GYRE_HTTP_AUTH": "none", "GYRE_AUTH_JWT_AUDIENCE": "gyre", "GYRE_AUTH_JWT_ISSUER": "https://idp", "GYRE_AUTH_JWKS_URL": "https://idp/jwks"},
+			check: func(c service.Config) bool { return c.HTTPAuth == service.HTTPAuthNone && c.AuthJWTAudience == "gyre" },
 		},
 		{
 			name: "env over default",

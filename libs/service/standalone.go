@@ -18,6 +18,11 @@ import (
 // connection. It is what each services/<name>/cmd/<name> does after loading
 // its configuration.
 func Standalone(ctx context.Context, cfg Config, name string, build func(Deps) (Runner, error)) (err error) {
+	// Events' dataschema: the schema server's URL when the installation
+	// has one (GYRE_SCHEMA_BASE_URL), else a URN.
+	if err := events.LoadSchemaBaseURL(); err != nil {
+		return fmt.Errorf("GYRE_SCHEMA_BASE_URL: %w", err)
+	}
 	proc, err := Connect(ctx, cfg, name)
 	if err != nil {
 		return err
@@ -55,9 +60,11 @@ func Usage(fs *flag.FlagSet, name, about string) func() {
 			"  GET /healthz  the process is alive\n"+
 			"  GET /readyz   200 once the topology is provisioned, the router runs and NATS is\n"+
 			"                connected; 503 with a JSON body naming what is not\n"+
-			"  GET /metrics  Prometheus metrics\n\n")
+			"  GET /metrics  Prometheus metrics\n"+
+			"  (these are open; every other route needs an Authorization: Bearer token or JWT\n"+
+			"  with the route's scope — see --http-auth, --auth-tokens, --auth-jwks-url)\n\n")
 		fmt.Fprintf(w, "`gyre up` runs this service in-process with all the others; run it alone like this:\n\n")
-		fmt.Fprintf(w, "  %s --nats nats://127.0.0.1:4222 --http 127.0.0.1:0\n\n", name)
+		fmt.Fprintf(w, "  %s --nats nats://127.0.0.1:4222 --http 127.0.0.1:0 --auth-tokens tokens.json\n\n", name)
 		fmt.Fprintf(w, "Flags:\n")
 		fs.PrintDefaults()
 	}
@@ -74,12 +81,8 @@ func writeEvents(w io.Writer, name string) {
 		}
 	}
 	var emits []string
-	for _, s := range events.Catalog() {
-		for _, by := range strings.Split(s.EmittedBy, ",") {
-			if strings.TrimSpace(by) == name {
-				emits = append(emits, s.Name)
-			}
-		}
+	if a, err := events.AccessOf(name); err == nil {
+		emits = a.Emits
 	}
 	if len(emits) == 0 {
 		fmt.Fprintf(w, "Emits: nothing.\n\n")

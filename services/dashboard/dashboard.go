@@ -111,7 +111,16 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		follow: &follower{js: deps.JS, board: board, logger: rt.Logger(), metrics: m},
 	}
 	a := &api{board: board, caughtUp: s.follow.caughtUp.Load, keepalive: 15 * time.Second, initial: 300}
-	if err := a.routes(rt.Handle); err != nil {
+	// The page is static (it holds no data): open, so that a browser can
+	// load it; what it reads needs read, the live feed taking the token as
+	// a query parameter (EventSource sends no header).
+	if err := a.routes(func(pattern string, h http.Handler) error {
+		scope := service.ScopeRead
+		if pattern == "GET /{$}" {
+			scope = service.ScopePublic
+		}
+		return rt.HandleRoute(service.Route{Pattern: pattern, Scope: scope, Handler: h, QueryToken: pattern == "GET /api/stream"})
+	}); err != nil {
 		return nil, err
 	}
 	return s, nil

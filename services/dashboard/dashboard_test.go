@@ -169,7 +169,7 @@ func TestLiveFeed(t *testing.T) {
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "EventSource(\"api/stream\")") {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "new EventSource(") {
 		t.Fatalf("GET /: %s, %d bytes", resp.Status, len(page))
 	}
 

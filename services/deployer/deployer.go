@@ -34,6 +34,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/lease"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/services/deployer/internal/serving"
 )
@@ -69,6 +70,9 @@ type Config struct {
 	// ReplicaID names this replica: in the deployer's lease (the replica
 	// that controls the rollouts) and its logs. Unique per replica.
 	ReplicaID string
+	// VerifyKeys is a PEM file of the ed25519 public keys the deployer
+	// trusts to have signed the versions it serves (the registry's).
+	VerifyKeys string
 }
 
 // Environment variables of the deployer's own settings.
@@ -76,6 +80,7 @@ const (
 	EnvPredictionQueue = "GYRE_DEPLOYER_PREDICTION_QUEUE"
 	EnvMaxRequestBytes = "GYRE_DEPLOYER_MAX_REQUEST_BYTES"
 	EnvReplicaID       = "GYRE_DEPLOYER_REPLICA_ID"
+	EnvVerifyKeys      = "GYRE_DEPLOYER_VERIFY_KEYS"
 )
 
 // LeaseName is the lease of the role one deployer replica holds at a time:
@@ -104,6 +109,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"largest inference request body, in bytes; a larger one is answered 413")
 	c.StringFlag(fs, &c.ReplicaID, "replica-id", EnvReplicaID, c.ReplicaID,
 		"this replica's name in the controller lease and logs, unique per replica (default: host name and process id; a pod's name on Kubernetes)")
+	c.StringFlag(fs, &c.VerifyKeys, "verify-keys", EnvVerifyKeys, c.VerifyKeys,
+		"PEM file of the ed25519 public keys (the registry's signing.pub) a version must be signed with to be served; several to rotate")
 }
 
 // Validate checks every setting.
@@ -119,6 +126,12 @@ func (c Config) Validate() error {
 	}
 	if err := service.ValidateReplicaID(c.ReplicaID); err != nil {
 		errs = append(errs, &service.FieldError{Flag: "replica-id", Env: EnvReplicaID, Value: c.ReplicaID, Reason: err.Error()})
+	}
+	if c.VerifyKeys == "" {
+		errs = append(errs, &service.FieldError{Flag: "verify-keys", Env: EnvVerifyKeys, Value: "",
+			Reason: "is required: the deployer serves only versions the registry signed (its --signing-key's public key; gyre auth signing-key writes a pair)"})
+	} else if _, err := signing.LoadPublicKeys(c.VerifyKeys); err != nil {
+		errs = append(errs, &service.FieldError{Flag: "verify-keys", Env: EnvVerifyKeys, Value: c.VerifyKeys, Reason: err.Error()})
 	}
 	return errors.Join(errs...)
 }
@@ -159,8 +172,12 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := registerQueueGauge(deps.Registry, s.log); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}
+	keys, err := signing.LoadPublicKeys(cfg.VerifyKeys)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --verify-keys: %w", Name, err)
+	}
 	s.app = serving.New(st, desiredStore{st}, st, specStore{st}, tallyStore{st}, emitter{pub: rt.Publisher()}, s.log,
-		serving.Options{Logger: rt.Logger().With("replica", cfg.ReplicaID), Replica: cfg.ReplicaID})
+		serving.Options{Logger: rt.Logger().With("replica", cfg.ReplicaID), Replica: cfg.ReplicaID, Verifier: signing.NewVerifier(keys...)})
 	if err := registerRolloutCollector(deps.Registry, s.app.Records); err != nil {
 		return nil, fmt.Errorf("%s metrics: %w", Name, err)
 	}

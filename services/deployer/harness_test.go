@@ -47,6 +47,8 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) run(cfg func(*deployer.Config)) (stop func()) {
 	h.t.Helper()
 	c := deployer.DefaultConfig()
+	c.VerifyKeys = looptest.VerifyKeyFile(h.t)
+	c.HTTPAuth = service.HTTPAuthNone
 	c.NATSURL = h.env.Server.URL
 	c.HTTPAddr = "127.0.0.1:0"
 	if lvl := os.Getenv("GYRE_TEST_LOGS"); lvl != "" {

@@ -214,6 +214,8 @@ func promoteBench(env *looptest.Env, name string, sampleRate float64, maxBatch i
 func runBenchDeployer(b *testing.B, env *looptest.Env, names ...string) http.Handler {
 	b.Helper()
 	cfg := deployer.DefaultConfig()
+	cfg.VerifyKeys = looptest.VerifyKeyFile(b)
+	cfg.HTTPAuth = service.HTTPAuthNone
 	cfg.NATSURL = env.Server.URL
 	proc, err := service.Connect(context.Background(), cfg.Config, "deployer-bench", service.WithLogOutput(io.Discard))
 	if err != nil {

@@ -38,24 +38,27 @@ const ServerName = "gyre-deployer"
 // "v2" protocol) and the deployment status. The model name is the
 // pipeline's; its versions are the model versions loaded for it.
 func (s *Service) routes() error {
+	// Health is open (load balancers and KServe's clients probe it); what
+	// reads models or deployments needs read, inference needs infer.
 	routes := []struct {
 		pattern string
+		scope   service.Scope
 		h       http.HandlerFunc
 	}{
-		{"GET /v2", s.serverMetadata},
-		{"GET /v2/health/live", s.live},
-		{"GET /v2/health/ready", s.ready},
-		{"GET /v2/models/{name}", s.modelMetadata},
-		{"GET /v2/models/{name}/versions/{version}", s.modelMetadata},
-		{"GET /v2/models/{name}/ready", s.modelReady},
-		{"GET /v2/models/{name}/versions/{version}/ready", s.modelReady},
-		{"POST /v2/models/{name}/infer", s.infer},
-		{"POST /v2/models/{name}/versions/{version}/infer", s.infer},
-		{"/v2/", s.noRoute},
-		{"GET /v1/deployments/{name}", s.deployment},
+		{"GET /v2", service.ScopeRead, s.serverMetadata},
+		{"GET /v2/health/live", service.ScopePublic, s.live},
+		{"GET /v2/health/ready", service.ScopePublic, s.ready},
+		{"GET /v2/models/{name}", service.ScopeRead, s.modelMetadata},
+		{"GET /v2/models/{name}/versions/{version}", service.ScopeRead, s.modelMetadata},
+		{"GET /v2/models/{name}/ready", service.ScopeRead, s.modelReady},
+		{"GET /v2/models/{name}/versions/{version}/ready", service.ScopeRead, s.modelReady},
+		{"POST /v2/models/{name}/infer", service.ScopeInfer, s.infer},
+		{"POST /v2/models/{name}/versions/{version}/infer", service.ScopeInfer, s.infer},
+		{"/v2/", service.ScopePublic, s.noRoute},
+		{"GET /v1/deployments/{name}", service.ScopeRead, s.deployment},
 	}
 	for _, r := range routes {
-		if err := s.rt.Handle(r.pattern, r.h); err != nil {
+		if err := s.rt.HandleScoped(r.pattern, r.scope, r.h); err != nil {
 			return err
 		}
 	}

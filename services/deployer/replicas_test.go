@@ -35,6 +35,8 @@ type replica struct {
 func (h *harness) startReplica(id string) *replica {
 	h.t.Helper()
 	c := deployer.DefaultConfig()
+	c.VerifyKeys = looptest.VerifyKeyFile(h.t)
+	c.HTTPAuth = service.HTTPAuthNone
 	c.NATSURL, c.HTTPAddr, c.ReplicaID = h.env.Server.URL, "127.0.0.1:0", id
 	proc, err := service.Connect(context.Background(), c.Config, "deployer-"+id, service.WithLogOutput(testLogOut()))
 	if err != nil {

@@ -2,6 +2,8 @@ package deployer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,19 +149,21 @@ func watchKeys(ctx context.Context, kv jetstream.KeyValue) (<-chan string, error
 	return out, nil
 }
 
-func (s stores) Load(ctx context.Context, art serving.Artifact) (*bundle.Bundle, error) {
+func (s stores) Load(ctx context.Context, art serving.Artifact) (*bundle.Bundle, string, error) {
 	if art.Bucket != "" && art.Bucket != events.ObjectModels {
-		return nil, bus.Permanentf("artifact %s/%s: models live in %s", art.Bucket, art.Key, events.ObjectModels)
+		return nil, "", bus.Permanentf("artifact %s/%s: models live in %s", art.Bucket, art.Key, events.ObjectModels)
 	}
 	b, err := s.lazy.Get(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	data, err := store.GetObject(ctx, b.Models, art.Key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return bundle.Unmarshal(data)
+	sum := sha256.Sum256(data)
+	bd, err := bundle.Unmarshal(data)
+	return bd, hex.EncodeToString(sum[:]), err
 }
 
 func (s stores) Pipeline(ctx context.Context, name string) (*pipeline.Pipeline, error) {
@@ -208,7 +212,8 @@ func (s desiredStore) Champion(ctx context.Context, pipeline string) (serving.De
 		mv.EventID = bus.StableID(events.ModelPromoted, pipeline, strconv.FormatInt(mv.Seq, 10))
 	}
 	d := serving.Desired{
-		Pipeline: pipeline, Version: v.Version, Generation: rec.Generation(),
+		Signature: v.Signature,
+		Pipeline:  pipeline, Version: v.Version, Generation: rec.Generation(),
 		Artifact: serving.Artifact{Bucket: v.Artifact.Bucket, Key: v.Artifact.Key, Sha256: v.Artifact.Sha256},
 		Reason:   mv.Reason, EventID: mv.EventID, CorrelationID: mv.CorrelationID,
 		// One deployment per model.promoted, with the id a deployer that

@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,10 +31,15 @@ type Batch struct {
 	BatchID string
 	// Format is csv, jsonl or parquet.
 	Format string
-	// Content is the batch inline; exactly one of Content and URI is set.
+	// Content is the batch inline; exactly one of Content, URI and Body is
+	// set.
 	Content []byte
 	// URI is file:///abs/path or nats-object://BUCKET/KEY.
 	URI string
+	// Body is the batch as a stream (an HTTP upload's body): it is read to
+	// its end, or just past the size limit, into a temporary file, never
+	// whole into memory. A read error is an *UploadError.
+	Body io.Reader
 	// Labels are the producer's labels, passed on in data.batch.received.
 	Labels map[string]string
 	// ArrivalID identifies this arrival (the data.batch.arrived event id, or
@@ -115,6 +117,21 @@ func (e *SourceError) Unwrap() error { return e.Err }
 // Permanent reports that retrying cannot help.
 func (e *SourceError) Permanent() bool { return true }
 
+// UploadError is an upload whose body could not be read: the client went
+// away, or sent too slowly (service.ErrBodyTooSlow). It is permanent for
+// that request.
+type UploadError struct {
+	Err error
+}
+
+func (e *UploadError) Error() string { return "read the upload's body: " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *UploadError) Unwrap() error { return e.Err }
+
+// Permanent reports that retrying the same read cannot help.
+func (e *UploadError) Permanent() bool { return true }
+
 // ConflictError is a batch id already used for other content in the
 // pipeline: batch ids name one batch, and downstream services key their
 // state by them. It is permanent.
@@ -177,11 +194,13 @@ type Ingester struct {
 	maxBytes int64
 	// fileRoot bounds file:// URIs; "" refuses them.
 	fileRoot string
+	// puts holds a token per object store put in progress.
+	puts chan struct{}
 }
 
 // NewIngester returns an Ingester that refuses batches over maxBytes.
 func NewIngester(b buckets, objects objectStores, pub publisher, maxBytes int64) *Ingester {
-	return &Ingester{buckets: b, objects: objects, pub: pub, maxBytes: maxBytes}
+	return &Ingester{buckets: b, objects: objects, pub: pub, maxBytes: maxBytes, puts: make(chan struct{}, maxConcurrentPuts)}
 }
 
 // WithFileRoot lets file:// URIs name files under dir (and nowhere else)
@@ -211,14 +230,22 @@ func MediaType(format string) string {
 	return "application/octet-stream"
 }
 
-// Ingest checks a batch (pipeline known, size, format, parses), stores it
-// content-addressed in gyre-batches, records it, and emits
+// Ingest checks a batch (format, batch id, pipeline known, size, parses),
+// stores it content-addressed in gyre-batches, records it, and emits
 // data.batch.received — once per content: the same content again is a
 // duplicate that emits nothing. Bad input is a permanent error naming the
-// problem (a row and column for a batch that does not parse).
+// problem (a row and column for a batch that does not parse). Memory does
+// not grow with the batch: it is streamed to a temporary file, parsed a
+// record at a time and put in the object store a chunk at a time.
 func (in *Ingester) Ingest(ctx context.Context, b Batch) (Result, error) {
 	if !isFormat(b.Format) {
 		return Result{}, &FormatError{Format: b.Format}
+	}
+	// Checked before the batch is read: a bad id costs no upload.
+	if b.BatchID != "" {
+		if err := ValidateBatchID(b.BatchID); err != nil {
+			return Result{}, err
+		}
 	}
 	bk, err := in.buckets.Get(ctx)
 	if err != nil {
@@ -227,19 +254,20 @@ func (in *Ingester) Ingest(ctx context.Context, b Batch) (Result, error) {
 	if _, _, err := store.Pipeline(ctx, bk.Pipelines, b.Pipeline); err != nil {
 		return Result{}, fmt.Errorf("ingest: %w", err)
 	}
-	data, err := in.read(ctx, b)
+	src, err := in.open(ctx, b)
 	if err != nil {
 		return Result{}, err
 	}
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:])
+	defer func() {
+		if err := src.Close(); err != nil {
+			bus.Logger(ctx).Warn("remove a batch's temporary file", "error", err)
+		}
+	}()
+	digest := src.sha256
 	if b.BatchID == "" {
 		b.BatchID = digest[:16]
 	}
-	if err := checkBatchID(b.BatchID); err != nil {
-		return Result{}, err
-	}
-	res := Result{Pipeline: b.Pipeline, BatchID: b.BatchID, Sha256: digest, Bytes: int64(len(data))}
+	res := Result{Pipeline: b.Pipeline, BatchID: b.BatchID, Sha256: digest, Bytes: src.size}
 	log := bus.Logger(ctx).With("pipeline", b.Pipeline, "batchId", b.BatchID, "sha256", digest)
 
 	// A content already announced is a duplicate: say so before parsing it again.
@@ -250,17 +278,17 @@ func (in *Ingester) Ingest(ctx context.Context, b Batch) (Result, error) {
 		return in.duplicate(ctx, res, rec), nil
 	}
 
-	t, err := table.Read(b.Format, data)
+	t, err := scan(b.Format, src.r, src.size)
 	if err != nil {
 		return Result{}, fmt.Errorf("ingest batch %q of pipeline %s: %w", b.BatchID, b.Pipeline, err)
 	}
-	res.Rows, res.Columns = int64(t.Len()), t.Columns
+	res.Rows, res.Columns = t.Rows, t.Columns
 
 	if err := in.claimID(ctx, bk.State, b.Pipeline, b.BatchID, digest); err != nil {
 		return Result{}, err
 	}
 	objectKey := b.Pipeline + "/" + digest + "." + b.Format
-	ref, _, err := store.PutObject(ctx, bk.Batches, objectKey, MediaType(b.Format), data)
+	ref, err := in.putObject(ctx, bk.Batches, objectKey, MediaType(b.Format), src)
 	if err != nil {
 		return Result{}, fmt.Errorf("ingest: %w", err)
 	}
@@ -343,17 +371,26 @@ func (in *Ingester) claimID(ctx context.Context, kv jetstream.KeyValue, pipeline
 	return nil
 }
 
-// read returns the batch's bytes, from inline content or its URI, refusing
-// more than the size limit before reading it where the size is known.
-func (in *Ingester) read(ctx context.Context, b Batch) ([]byte, error) {
+// open reads the batch once — inline content as it is, anything else into
+// a temporary file (spool) — refusing more than the size limit, before
+// reading it where the size is known.
+func (in *Ingester) open(ctx context.Context, b Batch) (*spooled, error) {
+	given := 0
+	for _, set := range []bool{len(b.Content) > 0, b.URI != "", b.Body != nil} {
+		if set {
+			given++
+		}
+	}
 	switch {
-	case b.URI != "" && len(b.Content) > 0:
+	case given > 1:
 		return nil, &events.ValidationError{Field: "content", Reason: "set together with uri; give exactly one of uri and content"}
+	case b.Body != nil:
+		return in.spool(b.Body, func(err error) error { return &UploadError{Err: err} })
 	case b.URI == "":
 		if int64(len(b.Content)) > in.maxBytes {
 			return nil, &TooLargeError{Size: int64(len(b.Content)), Limit: in.maxBytes}
 		}
-		return b.Content, nil
+		return inMemory(b.Content), nil
 	case strings.HasPrefix(b.URI, events.ObjectURIScheme+"://"):
 		return in.readObject(ctx, b.URI)
 	default:
@@ -361,7 +398,13 @@ func (in *Ingester) read(ctx context.Context, b Batch) ([]byte, error) {
 	}
 }
 
-func (in *Ingester) readFile(uri string) ([]byte, error) {
+// readFailed wraps a read error of a batch's URI: transient (the store or
+// the disk may answer next time).
+func readFailed(uri string) func(error) error {
+	return func(err error) error { return fmt.Errorf("read batch from %s: %w", uri, err) }
+}
+
+func (in *Ingester) readFile(uri string) (*spooled, error) {
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme != "file" || !strings.HasPrefix(u.Path, "/") {
 		return nil, &SourceError{URI: uri, Reason: "not a file:///abs/path or nats-object://BUCKET/KEY URI"}
@@ -383,7 +426,9 @@ func (in *Ingester) readFile(uri string) ([]byte, error) {
 			return nil, &TooLargeError{Size: fi.Size(), Limit: in.maxBytes}
 		}
 	}
-	return in.readLimited(uri, f)
+	// Spooled, not read in place: the file may change while it is parsed
+	// and stored, and the stored bytes must be the ones hashed.
+	return in.spool(f, readFailed(uri))
 }
 
 // underFileRoot resolves a file:// path (symbolic links included) and
@@ -403,7 +448,7 @@ func (in *Ingester) underFileRoot(uri, path string) (string, error) {
 	return real, nil
 }
 
-func (in *Ingester) readObject(ctx context.Context, uri string) ([]byte, error) {
+func (in *Ingester) readObject(ctx context.Context, uri string) (*spooled, error) {
 	bucket, key, err := events.ParseObjectURI(uri)
 	if err != nil {
 		return nil, &SourceError{URI: uri, Reason: "not a nats-object://BUCKET/KEY URI", Err: err}
@@ -430,20 +475,7 @@ func (in *Ingester) readObject(ctx context.Context, uri string) ([]byte, error) 
 		return nil, fmt.Errorf("read batch from %s: %w", uri, err)
 	}
 	defer r.Close()
-	return in.readLimited(uri, r)
-}
-
-// readLimited reads r whole, but never more than one byte over the limit: a
-// file that grew since it was measured is still refused.
-func (in *Ingester) readLimited(uri string, r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, in.maxBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read batch from %s: %w", uri, err)
-	}
-	if int64(len(data)) > in.maxBytes {
-		return nil, &TooLargeError{Limit: in.maxBytes}
-	}
-	return data, nil
+	return in.spool(r, readFailed(uri))
 }
 
 func isFormat(f string) bool {
@@ -455,14 +487,35 @@ func isFormat(f string) bool {
 	return false
 }
 
-// checkBatchID applies data.batch.arrived's rules for batch ids to ids that
-// come another way (HTTP).
-func checkBatchID(id string) error {
+// MaxBatchIDLen is the longest batch id (events.MaxBatchIDLen).
+const MaxBatchIDLen = events.MaxBatchIDLen
+
+// ValidateBatchID checks a batch id, from an upload or an event: 1 to
+// MaxBatchIDLen characters among letters, digits and . _ - : + (a name, a
+// sequence number, an RFC 3339 time), starting with a letter or a digit.
+// Batch ids end up in object keys, state keys and file names downstream, so
+// a path separator, a "..", white space or a control character is refused.
+func ValidateBatchID(id string) error {
 	switch {
-	case len(id) > events.MaxBatchIDLen:
-		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%d characters long, at most %d allowed", len(id), events.MaxBatchIDLen)}
-	case strings.IndexFunc(id, unicode.IsControl) >= 0:
-		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%q has control characters", id)}
+	case id == "":
+		return &events.ValidationError{Field: "batchId", Reason: "empty"}
+	case len(id) > MaxBatchIDLen:
+		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%d characters long, at most %d allowed", len(id), MaxBatchIDLen)}
+	case !isAlnum(id[0]):
+		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%q must start with a letter or a digit", id)}
+	case strings.Contains(id, ".."):
+		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%q contains \"..\"", id)}
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if isAlnum(c) || strings.IndexByte("._-:+", c) >= 0 {
+			continue
+		}
+		return &events.ValidationError{Field: "batchId", Reason: fmt.Sprintf("%q has %q at position %d; only letters, digits and . _ - : + are allowed", id, rune(c), i+1)}
 	}
 	return nil
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }

@@ -8,7 +8,11 @@
 //
 // Two ports run the same application code (Ingester): the handler of
 // data.batch.arrived (content inline, or a file:// or nats-object:// URI) and
-// POST /v1/pipelines/{pipeline}/batches (the batch as the body). Before
+// POST /v1/pipelines/{pipeline}/batches (the batch as the body, with a token
+// of scope ingest). A batch is streamed to a temporary file while hashed,
+// parsed a record at a time and put in the object store a chunk at a time,
+// so memory does not grow with batches; uploads in progress are capped in
+// number and in the bytes they hold (429 beyond). Before
 // anything is stored the pipeline must exist, the batch must fit the size
 // limit (--max-batch-bytes) and it must parse (libs/table); a batch that
 // fails is refused with the reason — a permanent error, so the event goes to
@@ -57,6 +61,21 @@ const EnvMaxBatchBytes = "GYRE_INGEST_MAX_BATCH_BYTES"
 // EnvFileRoot is the environment variable of --file-root.
 const EnvFileRoot = "GYRE_INGEST_FILE_ROOT"
 
+// DefaultMaxConcurrentUploads is how many uploads ingest takes at once by
+// default.
+const DefaultMaxConcurrentUploads = 8
+
+// DefaultMaxUploadBufferBytes is how many bytes the uploads in progress may
+// hold in temporary files by default (1 GiB).
+const DefaultMaxUploadBufferBytes = 1 << 30
+
+// Environment variables of --max-concurrent-uploads and
+// --max-upload-buffer-bytes.
+const (
+	EnvMaxConcurrentUploads = "GYRE_INGEST_MAX_CONCURRENT_UPLOADS"
+	EnvMaxUploadBufferBytes = "GYRE_INGEST_MAX_UPLOAD_BUFFER_BYTES"
+)
+
 // UploadRoute is the HTTP route of batch uploads.
 const UploadRoute = "POST /v1/pipelines/{pipeline}/batches"
 
@@ -70,12 +89,16 @@ Batches come as data.batch.arrived events (inline content, or a file:// or
 nats-object://BUCKET/KEY URI) or as HTTP uploads:
 
   POST /v1/pipelines/{pipeline}/batches[?format=csv|jsonl|parquet][&batchId=ID]
-  (Content-Type text/csv, application/x-ndjson or application/vnd.apache.parquet)
+  (Content-Type text/csv, application/x-ndjson or application/vnd.apache.parquet;
+  Authorization: Bearer <token of scope ingest>)
 
-An unknown pipeline, a batch over --max-batch-bytes, an unknown format or a batch
-that does not parse is refused with a reason naming the problem (row and column
-for a parse error): the event goes to the dead-letter stream gyre.dlq.ingest; the
-upload gets 404, 413, 415 or 400 with {"error": "..."}.`
+An unknown pipeline, a batch over --max-batch-bytes, an unknown format, a bad batch
+id (letters, digits and . _ - : + only) or a batch that does not parse is refused
+with a reason naming the problem (row and column for a parse error): the event goes
+to the dead-letter stream gyre.dlq.ingest; the upload gets 404, 413, 415 or 400 with
+{"error": "..."}. Beyond --max-concurrent-uploads uploads, or
+--max-upload-buffer-bytes held by them, an upload gets 429 with Retry-After; a body
+that arrives too slowly, 408.`
 
 // Config is the ingest service's configuration.
 type Config struct {
@@ -87,11 +110,21 @@ type Config struct {
 	// data.batch.arrived, and an unbounded file:// would let it make ingest
 	// read, store and quote any file the service can open.
 	FileRoot string
+	// MaxConcurrentUploads is how many HTTP uploads are taken at once; more
+	// get 429.
+	MaxConcurrentUploads int
+	// MaxUploadBufferBytes is how many bytes the uploads in progress may
+	// hold in temporary files at once, each counting its Content-Length (or
+	// MaxBatchBytes without one); more get 429.
+	MaxUploadBufferBytes int
 }
 
 // DefaultConfig returns the configuration with every default.
 func DefaultConfig() Config {
-	return Config{Config: service.Defaults(DefaultHTTPAddr), MaxBatchBytes: DefaultMaxBatchBytes}
+	return Config{
+		Config: service.Defaults(DefaultHTTPAddr), MaxBatchBytes: DefaultMaxBatchBytes,
+		MaxConcurrentUploads: DefaultMaxConcurrentUploads, MaxUploadBufferBytes: DefaultMaxUploadBufferBytes,
+	}
 }
 
 // RegisterFlags registers the shared flags and --max-batch-bytes on fs.
@@ -101,6 +134,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"largest batch accepted, in bytes (inline event content is bounded by the NATS max payload too)")
 	c.StringFlag(fs, &c.FileRoot, "file-root", EnvFileRoot, c.FileRoot,
 		"directory that file:// batch URIs may name files under; empty refuses file:// URIs")
+	c.IntFlag(fs, &c.MaxConcurrentUploads, "max-concurrent-uploads", EnvMaxConcurrentUploads, c.MaxConcurrentUploads,
+		"HTTP uploads taken at once; more are answered 429 with Retry-After")
+	c.IntFlag(fs, &c.MaxUploadBufferBytes, "max-upload-buffer-bytes", EnvMaxUploadBufferBytes, c.MaxUploadBufferBytes,
+		"bytes the uploads in progress may hold in temporary files (under $TMPDIR) at once, each counting its Content-Length or --max-batch-bytes; more are answered 429")
 }
 
 // Validate checks every setting and names those that are wrong.
@@ -116,6 +153,15 @@ func (c Config) Validate() error {
 				Value: c.FileRoot, Reason: "is not an existing directory"})
 		}
 	}
+	if c.MaxConcurrentUploads <= 0 {
+		err = errors.Join(err, &service.FieldError{Flag: "max-concurrent-uploads", Env: EnvMaxConcurrentUploads,
+			Value: fmt.Sprint(c.MaxConcurrentUploads), Reason: "must be positive"})
+	}
+	// Smaller, and an upload of the largest batch could never be taken.
+	if c.MaxUploadBufferBytes < c.MaxBatchBytes {
+		err = errors.Join(err, &service.FieldError{Flag: "max-upload-buffer-bytes", Env: EnvMaxUploadBufferBytes,
+			Value: fmt.Sprint(c.MaxUploadBufferBytes), Reason: fmt.Sprintf("must be at least --max-batch-bytes (%d)", c.MaxBatchBytes)})
+	}
 	return err
 }
 
@@ -124,6 +170,7 @@ type Service struct {
 	cfg      Config
 	rt       *service.Runtime
 	ingester *Ingester
+	uploads  *uploadLimiter
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -137,16 +184,21 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	uploads, err := newUploadLimiter(cfg.MaxConcurrentUploads, int64(cfg.MaxUploadBufferBytes), deps.Registry)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		cfg: cfg,
 		rt:  rt,
 		// Buckets open lazily: Run provisions them after New.
 		ingester: NewIngester(store.NewLazy(rt.JetStream()), rt.JetStream(), rt.Publisher(), int64(cfg.MaxBatchBytes)).WithFileRoot(cfg.FileRoot),
+		uploads:  uploads,
 	}
 	if err := rt.Router().HandleDeclared(map[string]bus.Handler{"batch-arrived": s.batchArrived}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	if err := rt.Handle(UploadRoute, http.HandlerFunc(s.serveUpload)); err != nil {
+	if err := rt.HandleScoped(UploadRoute, service.ScopeIngest, http.HandlerFunc(s.serveUpload)); err != nil {
 		return nil, err
 	}
 	return s, nil

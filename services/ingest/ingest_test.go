@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -176,19 +178,24 @@ func TestBadInputGoesToDLQ(t *testing.T) {
 		name string
 		msg  *gyrev1.DataBatchArrived
 		want string // in the dead letter's reason
+		// kinds are the dead letter kinds accepted: permanent when ingest
+		// refuses the batch, contract when the bus refuses the payload
+		// before ingest sees it (the payload contract decides which).
+		kinds []string
 	}{
-		{"malformed csv", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "m", Format: "csv", Content: []byte("x,y\n1,2\n3\n")}, "row 2"},
-		{"unknown pipeline", &gyrev1.DataBatchArrived{Pipeline: "nope", BatchId: "u", Format: "csv", Content: []byte(goodCSV)}, `pipeline "nope" (apply its spec first`},
-		{"oversized inline", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "o", Format: "csv", Content: bytes.Repeat([]byte("x"), maxBytes+1)}, "batch too large"},
-		{"oversized file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "of", Format: "csv", Uri: "file://" + big}, "batch too large"},
-		{"oversized object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "oo", Format: "csv", Uri: "nats-object://landing/big.csv"}, "batch too large"},
-		{"unknown format", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "f", Format: "xlsx", Content: []byte(goodCSV)}, "format"},
-		{"missing file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mf", Format: "csv", Uri: "file:///no/such/file.csv"}, "cannot open the file"},
-		{"file outside the root", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "fo", Format: "csv", Uri: "file:///etc/hostname"}, "outside --file-root"},
-		{"missing object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mo", Format: "csv", Uri: "nats-object://landing/none.csv"}, `no object "none.csv"`},
-		{"missing bucket", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mb", Format: "csv", Uri: "nats-object://nobucket/x.csv"}, `bucket "nobucket" does not exist`},
-		{"bad jsonl", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "j", Format: "jsonl", Content: []byte("{\"x\":1}\n[1]\n")}, "row 2"},
-		{"batch id reused", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "taken", Format: "csv", Content: []byte(goodCSV)}, "already used for other content"},
+		{"malformed csv", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "m", Format: "csv", Content: []byte("x,y\n1,2\n3\n")}, "row 2", nil},
+		{"unknown pipeline", &gyrev1.DataBatchArrived{Pipeline: "nope", BatchId: "u", Format: "csv", Content: []byte(goodCSV)}, `pipeline "nope" (apply its spec first`, nil},
+		{"oversized inline", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "o", Format: "csv", Content: bytes.Repeat([]byte("x"), maxBytes+1)}, "batch too large", nil},
+		{"oversized file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "of", Format: "csv", Uri: "file://" + big}, "batch too large", nil},
+		{"oversized object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "oo", Format: "csv", Uri: "nats-object://landing/big.csv"}, "batch too large", nil},
+		{"unknown format", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "f", Format: "xlsx", Content: []byte(goodCSV)}, "format", []string{"permanent", "contract"}},
+		{"missing file", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mf", Format: "csv", Uri: "file:///no/such/file.csv"}, "cannot open the file", nil},
+		{"file outside the root", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "fo", Format: "csv", Uri: "file:///etc/hostname"}, "outside --file-root", nil},
+		{"missing object", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mo", Format: "csv", Uri: "nats-object://landing/none.csv"}, `no object "none.csv"`, nil},
+		{"missing bucket", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "mb", Format: "csv", Uri: "nats-object://nobucket/x.csv"}, `bucket "nobucket" does not exist`, nil},
+		{"bad jsonl", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "j", Format: "jsonl", Content: []byte("{\"x\":1}\n[1]\n")}, "row 2", nil},
+		{"batch id reused", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "taken", Format: "csv", Content: []byte(goodCSV)}, "already used for other content", nil},
+		{"batch id with a path", &gyrev1.DataBatchArrived{Pipeline: "p1", BatchId: "../../etc/x", Format: "csv", Content: []byte(goodCSV)}, "batchId", []string{"permanent", "contract"}},
 	}
 	for _, tt := range tests {
 		pipeline := tt.msg.Pipeline
@@ -206,8 +213,12 @@ func TestBadInputGoesToDLQ(t *testing.T) {
 		if !strings.Contains(reason, tt.want) {
 			t.Errorf("%s: dead letter reason %q lacks %q", tt.name, reason, tt.want)
 		}
-		if kind := dead[i].Header.Get(bus.HeaderDLQKind); kind != "permanent" {
-			t.Errorf("%s: dead letter kind %q, want permanent", tt.name, kind)
+		kinds := tt.kinds
+		if kinds == nil {
+			kinds = []string{"permanent"}
+		}
+		if kind := dead[i].Header.Get(bus.HeaderDLQKind); !slices.Contains(kinds, kind) {
+			t.Errorf("%s: dead letter kind %q, want one of %v", tt.name, kind, kinds)
 		}
 	}
 	// The service keeps going: a good batch after the bad ones flows, and
@@ -306,6 +317,8 @@ func TestUpload(t *testing.T) {
 		{"unknown content type", "/v1/pipelines/p1/batches", "application/pdf", goodCSV, 415, "application/pdf"},
 		{"unknown format param", "/v1/pipelines/p1/batches?format=xlsx", "", goodCSV, 415, `"xlsx"`},
 		{"no format", "/v1/pipelines/p1/batches", "", goodCSV, 415, "no format"},
+		{"batch id with a path", "/v1/pipelines/p1/batches?batchId=../../x", "text/csv", goodCSV, 400, "must start with a letter or a digit"},
+		{"batch id with a slash", "/v1/pipelines/p1/batches?batchId=a/b", "text/csv", goodCSV, 400, `'/' at position 2`},
 	}
 	for _, tt := range tests {
 		code, out := post(tt.path, tt.contentType, tt.body)
@@ -322,6 +335,14 @@ func TestUpload(t *testing.T) {
 		if msg, _ := out["error"].(string); !strings.Contains(msg, tt.want) {
 			t.Errorf("%s: error %q lacks %q", tt.name, msg, tt.want)
 		}
+	}
+	// Without a declared length, the limit is found while reading.
+	req := httptest.NewRequest(http.MethodPost, "/v1/pipelines/p1/batches", io.MultiReader(strings.NewReader(strings.Repeat("x", maxBytes+1))))
+	req.Header.Set("Content-Type", "text/csv")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if req.ContentLength != -1 || rec.Code != 413 || !strings.Contains(rec.Body.String(), "batch too large") {
+		t.Errorf("too large, no length: %d %s", rec.Code, rec.Body.String())
 	}
 	// The same upload again is a duplicate: 202, nothing new.
 	code, out := post("/v1/pipelines/p1/batches?batchId=again", "text/csv", goodCSV)
@@ -344,6 +365,10 @@ func TestConfig(t *testing.T) {
 		{nil, ingest.DefaultMaxBatchBytes, ""},
 		{[]string{"--max-batch-bytes", "1024"}, 1024, ""},
 		{[]string{"--max-batch-bytes", "0"}, 0, "--max-batch-bytes"},
+		{[]string{"--max-concurrent-uploads", "0"}, ingest.DefaultMaxBatchBytes, "--max-concurrent-uploads (env GYRE_INGEST_MAX_CONCURRENT_UPLOADS)"},
+		{[]string{"--max-batch-bytes", "2048", "--max-upload-buffer-bytes", "1024"}, 2048, "--max-upload-buffer-bytes (env GYRE_INGEST_MAX_UPLOAD_BUFFER_BYTES): \"1024\" must be at least --max-batch-bytes"},
+		{[]string{"--http-auth", "none"}, ingest.DefaultMaxBatchBytes, ""},
+		{[]string{"--http-auth", "off"}, ingest.DefaultMaxBatchBytes, "--http-auth"},
 	}
 	for _, tt := range tests {
 		cfg := ingest.DefaultConfig()
@@ -357,4 +382,146 @@ func TestConfig(t *testing.T) {
 			t.Errorf("%v: MaxBatchBytes %d, err %v", tt.args, cfg.MaxBatchBytes, err)
 		}
 	}
+}
+
+// TestUploadNeedsIngestScope: an upload without a token gets 401, with a
+// token of another scope 403, with an ingest or admin token 202; health
+// stays open.
+func TestUploadNeedsIngestScope(t *testing.T) {
+	t.Parallel()
+	tokens := servicetest.NewTokens(t)
+	var svc *ingest.Service
+	r := servicetest.StartWith(t, servicetest.Options{Tokens: tokens}, func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := ingest.DefaultConfig()
+		cfg.NATSURL = url
+		s, err := ingest.New(cfg, deps)
+		svc = s
+		return s, err
+	})
+	r.Apply(t, spec)
+	tests := []struct {
+		scope service.Scope // "" no token
+		body  string
+		code  int
+		want  string
+	}{
+		{"", goodCSV, 401, "no credentials"},
+		{service.ScopeRead, goodCSV, 403, "needs scope ingest"},
+		{service.ScopeInfer, goodCSV, 403, "holds infer"},
+		{service.ScopeIngest, goodCSV, 202, ""},
+		{service.ScopeAdmin, "x,y\n4,1\n", 202, ""},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(http.MethodPost, "/v1/pipelines/p1/batches", strings.NewReader(tt.body))
+		req.Header.Set("Content-Type", "text/csv")
+		if tt.scope != "" {
+			tokens.Authorize(req, tt.scope)
+		}
+		rec := httptest.NewRecorder()
+		svc.Handler().ServeHTTP(rec, req)
+		if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.want) {
+			t.Errorf("upload with a %q token: %d %s, want %d %q", tt.scope, rec.Code, rec.Body.String(), tt.code, tt.want)
+		}
+		if tt.code == 401 && !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("401 without a Bearer challenge: %q", rec.Header().Get("WWW-Authenticate"))
+		}
+	}
+	rec := httptest.NewRecorder()
+	svc.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/healthz without a token: %d", rec.Code)
+	}
+	if got := received(t, r, 2); len(got) != 2 {
+		t.Errorf("%d batches received, want 2", len(got))
+	}
+}
+
+// TestUploadsAreCapped: beyond --max-concurrent-uploads uploads in
+// progress, or --max-upload-buffer-bytes reserved by them, an upload gets
+// 429 with Retry-After; once they finish, uploads are taken again.
+func TestUploadsAreCapped(t *testing.T) {
+	t.Parallel()
+	var svc *ingest.Service
+	r := servicetest.Start(t, func(url string, deps service.Deps) (service.Runner, error) {
+		cfg := ingest.DefaultConfig()
+		cfg.NATSURL = url
+		cfg.MaxBatchBytes = 1000
+		cfg.MaxConcurrentUploads = 2
+		cfg.MaxUploadBufferBytes = 1500
+		s, err := ingest.New(cfg, deps)
+		svc = s
+		return s, err
+	})
+	r.Apply(t, spec)
+	h := svc.Handler()
+
+	// An upload whose body has not finished arriving holds its place.
+	type pending struct {
+		w    *io.PipeWriter
+		done chan *httptest.ResponseRecorder
+	}
+	hold := func(contentLength int64) pending {
+		pr, pw := io.Pipe()
+		req := httptest.NewRequest(http.MethodPost, "/v1/pipelines/p1/batches", pr)
+		req.Header.Set("Content-Type", "text/csv")
+		req.ContentLength = contentLength
+		p := pending{w: pw, done: make(chan *httptest.ResponseRecorder, 1)}
+		go func() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			p.done <- rec
+		}()
+		if _, err := io.WriteString(pw, "x,y\n"); err != nil { // read: the upload is in progress
+			t.Fatal(err)
+		}
+		return p
+	}
+	post := func(body string, contentLength int64) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/v1/pipelines/p1/batches", strings.NewReader(body))
+		req.Header.Set("Content-Type", "text/csv")
+		req.ContentLength = contentLength
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	finish := func(p pending, rows string) {
+		t.Helper()
+		if _, err := io.WriteString(p.w, rows); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.w.Close()
+		if rec := <-p.done; rec.Code != 202 {
+			t.Errorf("held upload: %d %s", rec.Code, rec.Body.String())
+		}
+	}
+
+	first := hold(-1) // no length: reserves --max-batch-bytes (1000 of 1500)
+	if rec := post("x,y\n1,1\n", 600); rec.Code != 429 || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "--max-upload-buffer-bytes") {
+		t.Errorf("over the byte budget: %d %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body.String())
+	}
+	second := hold(100)
+	if rec := post("x,y\n1,1\n", 8); rec.Code != 429 || !strings.Contains(rec.Body.String(), "--max-concurrent-uploads") {
+		t.Errorf("over the upload count: %d %s", rec.Code, rec.Body.String())
+	}
+	finish(first, "1,0\n")
+	finish(second, "2,0\n")
+	if rec := post("x,y\n3,1\n", 8); rec.Code != 202 {
+		t.Errorf("after the uploads finished: %d %s", rec.Code, rec.Body.String())
+	}
+	if m := metricValue(t, h, `gyre_ingest_uploads_refused_total{reason="busy"}`); m != "2" {
+		t.Errorf("busy refusals metric = %q, want 2", m)
+	}
+}
+
+// metricValue returns a sample's value from /metrics, "" if absent.
+func metricValue(t *testing.T, h http.Handler, sample string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -50,36 +50,57 @@ type uploadResponse struct {
 
 // serveUpload is the HTTP port: POST /v1/pipelines/{pipeline}/batches with
 // the batch as the body. It runs the same code as the event handler and
-// answers 202 once the batch is stored and announced.
+// answers 202 once the batch is stored and announced. The body is streamed
+// to a temporary file, never held in memory; the uploads in progress are
+// capped in number and in bytes (429 with Retry-After beyond).
 func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request) {
 	format, err := requestFormat(r)
 	if err != nil {
 		writeError(w, http.StatusUnsupportedMediaType, err)
 		return
 	}
-	limit := s.cfg.MaxBatchBytes
-	if r.ContentLength > int64(limit) {
-		writeError(w, http.StatusRequestEntityTooLarge, &TooLargeError{Size: r.ContentLength, Limit: int64(limit)})
-		return
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, &TooLargeError{Limit: tooBig.Limit})
+	batchID := r.URL.Query().Get("batchId")
+	if batchID != "" {
+		if err := ValidateBatchID(batchID); err != nil {
+			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		writeError(w, http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+	}
+	limit := int64(s.cfg.MaxBatchBytes)
+	if r.ContentLength > limit {
+		s.uploads.refused.WithLabelValues("too_large").Inc()
+		// Not read: close rather than drain it.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestEntityTooLarge, &TooLargeError{Size: r.ContentLength, Limit: limit})
 		return
 	}
+	reserve := r.ContentLength
+	if reserve < 0 { // chunked: as much as it may grow to
+		reserve = limit
+	}
+	release, err := s.uploads.acquire(reserve)
+	if err != nil {
+		s.uploads.refused.WithLabelValues("busy").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		writeError(w, http.StatusTooManyRequests, err)
+		return
+	}
+	defer release()
 	// The request is the start of a cascade: what it emits has no cause.
 	ctx := bus.WithLogger(r.Context(), s.rt.Logger().With("route", UploadRoute))
 	res, err := s.ingester.Ingest(ctx, Batch{
-		Pipeline: r.PathValue("pipeline"), BatchID: r.URL.Query().Get("batchId"), Format: format,
-		Content: data, ArrivalID: uuid.NewString(),
+		Pipeline: r.PathValue("pipeline"), BatchID: batchID, Format: format,
+		Body: r.Body, ArrivalID: uuid.NewString(),
 	})
 	if err != nil {
 		code := statusOf(err)
+		switch code {
+		case http.StatusRequestEntityTooLarge:
+			s.uploads.refused.WithLabelValues("too_large").Inc()
+			w.Header().Set("Connection", "close")
+		case http.StatusRequestTimeout:
+			s.uploads.refused.WithLabelValues("slow_body").Inc()
+		}
 		if code >= 500 {
 			s.rt.Logger().Error("batch upload failed", "pipeline", r.PathValue("pipeline"), "error", err)
 		}
@@ -90,6 +111,10 @@ func (s *Service) serveUpload(w http.ResponseWriter, r *http.Request) {
 		Pipeline: res.Pipeline, BatchID: res.BatchID, Sha256: res.Sha256, Rows: res.Rows, Bytes: res.Bytes, Duplicate: res.Duplicate,
 	})
 }
+
+// retryAfterSeconds is the Retry-After of a 429: about the time a large
+// upload in progress takes to finish on loopback.
+const retryAfterSeconds = 2
 
 // mediaFormats maps the media types an upload may declare to batch formats.
 var mediaFormats = map[string]string{
@@ -130,8 +155,14 @@ func statusOf(err error) int {
 		format   *FormatError
 		conflict *ConflictError
 		tableErr *table.Error
+		upload   *UploadError
 	)
 	switch {
+	case errors.As(err, &upload):
+		if errors.Is(err, service.ErrBodyTooSlow) {
+			return http.StatusRequestTimeout
+		}
+		return http.StatusBadRequest
 	case store.IsNotFound(err):
 		return http.StatusNotFound
 	case errors.As(err, &tooLarge):

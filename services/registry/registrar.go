@@ -16,6 +16,7 @@ import (
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/models"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -34,6 +35,16 @@ type Registrar struct {
 	pub    Emitter
 	source string
 	now    func() time.Time
+	// signer signs each version it records; nil signs nothing (the CLI's
+	// registrar, which moves aliases and records no version).
+	signer *signing.Signer
+}
+
+// WithSigner makes the registrar sign every version it records and returns
+// it: deployers serve no version without the signature.
+func (r *Registrar) WithSigner(s *signing.Signer) *Registrar {
+	r.signer = s
+	return r
 }
 
 // NewRegistrar returns a registrar over the gyre-registry bucket, emitting
@@ -115,6 +126,13 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 			return store.ErrNoChange
 		}
 		v := newVersion(nextVersion(rec), e, now)
+		if r.signer != nil {
+			sig, err := r.signer.Sign(v.Subject(p))
+			if err != nil {
+				return bus.Permanent(fmt.Errorf("sign version %d: %w", v.Version, err))
+			}
+			v.Signature = sig
+		}
 		if cur := rec.Aliases[models.AliasChampion]; v.Verdict == models.VerdictBlessed && judged != cur {
 			refuseStale(&v, judged, cur)
 			out.Stale = true

@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,7 @@ func startRegistry(t *testing.T, env *looptest.Env) *registry.Service {
 	t.Helper()
 	cfg := registry.DefaultConfig()
 	cfg.NATSURL = env.Server.URL
+	cfg.SigningKey = looptest.SigningKeyFile(t)
 	svc, err := registry.New(cfg, env.Deps)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +42,7 @@ func evaluated(p, requestID, verdict string, accuracy float64) *gyrev1.ModelEval
 	return &gyrev1.ModelEvaluated{
 		Pipeline: p, RequestId: requestID, JobId: "job-" + requestID, Verdict: verdict,
 		Reason:            fmt.Sprintf("accuracy %.2f", accuracy),
-		CandidateArtifact: &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: p + "/" + requestID + ".bundle", Sha256: "ab"},
+		CandidateArtifact: &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: p + "/" + requestID + ".bundle", Sha256: digestOf(p + requestID)},
 		Reference:         &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: p + "/" + requestID + ".reference.json"},
 		CandidateMetrics:  map[string]float64{"accuracy": accuracy},
 		TrainingMetrics:   map[string]float64{"accuracy": accuracy + 0.01},
@@ -53,6 +56,12 @@ func evaluated(p, requestID, verdict string, accuracy float64) *gyrev1.ModelEval
 			EventIds: []string{"drift-" + requestID, "requested-" + requestID, "completed-" + requestID, "evaluated-" + requestID},
 		},
 	}
+}
+
+// digestOf is a stand-in artifact digest.
+func digestOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // TestRegistrationIsIdempotent: the same evaluation delivered twice (as

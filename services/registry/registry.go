@@ -19,6 +19,8 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 
@@ -28,6 +30,7 @@ import (
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/libs/store"
 )
 
@@ -61,15 +64,42 @@ HTTP API:
 // Config is the registry service's configuration.
 type Config struct {
 	service.Config
+	// SigningKey is the ed25519 private key (PKCS #8 PEM, mode 0600) the
+	// registry signs every version with; deployers trust its public key.
+	SigningKey string
 }
+
+// EnvSigningKey is the environment variable of --signing-key.
+const EnvSigningKey = "GYRE_REGISTRY_SIGNING_KEY"
 
 // DefaultConfig returns the configuration with every default.
 func DefaultConfig() Config { return Config{Config: service.Defaults(DefaultHTTPAddr)} }
+
+// RegisterFlags registers the shared flags and the registry's own.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Config.RegisterFlags(fs)
+	c.StringFlag(fs, &c.SigningKey, "signing-key", EnvSigningKey, c.SigningKey,
+		"ed25519 private key (PKCS #8 PEM, mode 0600) that signs every model version; deployers verify with its public key (gyre auth signing-key writes a pair)")
+}
+
+// Validate checks every setting: the signing key must be there and
+// readable only by its owner.
+func (c Config) Validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.SigningKey == "" {
+		errs = append(errs, &service.FieldError{Flag: "signing-key", Env: EnvSigningKey, Value: "",
+			Reason: "is required: deployers serve only signed versions (write a key pair with: gyre auth signing-key --dir DIR)"})
+	} else if _, err := signing.LoadPrivateKey(c.SigningKey); err != nil {
+		errs = append(errs, &service.FieldError{Flag: "signing-key", Env: EnvSigningKey, Value: c.SigningKey, Reason: err.Error()})
+	}
+	return errors.Join(errs...)
+}
 
 // Service is the registry service.
 type Service struct {
 	rt      *service.Runtime
 	buckets *store.Lazy
+	signer  *signing.Signer
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -83,7 +113,11 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{rt: rt, buckets: store.NewLazy(deps.JS)}
+	key, err := signing.LoadPrivateKey(cfg.SigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --signing-key: %w", Name, err)
+	}
+	s := &Service{rt: rt, buckets: store.NewLazy(deps.JS), signer: signing.NewSigner(key)}
 	if err := rt.Router().HandleDeclared(map[string]bus.Handler{
 		"model-evaluated":       s.onModelEvaluated,
 		"deployment-completed":  s.onDeploymentCompleted,
@@ -91,15 +125,20 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	routes := map[string]http.HandlerFunc{
-		"GET /v1/pipelines/{pipeline}/models":           s.serveModels,
-		"GET /v1/pipelines/{pipeline}/models/{version}": s.serveModel,
-		"GET /v1/pipelines/{pipeline}/lineage":          s.serveLineage,
-		"POST /v1/pipelines/{pipeline}/promote":         s.servePromote,
-		"POST /v1/pipelines/{pipeline}/rollback":        s.serveRollback,
+	// Reading needs read; moving the champion by hand needs admin.
+	routes := []struct {
+		pattern string
+		scope   service.Scope
+		h       http.HandlerFunc
+	}{
+		{"GET /v1/pipelines/{pipeline}/models", service.ScopeRead, s.serveModels},
+		{"GET /v1/pipelines/{pipeline}/models/{version}", service.ScopeRead, s.serveModel},
+		{"GET /v1/pipelines/{pipeline}/lineage", service.ScopeRead, s.serveLineage},
+		{"POST /v1/pipelines/{pipeline}/promote", service.ScopeAdmin, s.servePromote},
+		{"POST /v1/pipelines/{pipeline}/rollback", service.ScopeAdmin, s.serveRollback},
 	}
-	for pattern, h := range routes {
-		if err := rt.Handle(pattern, h); err != nil {
+	for _, r := range routes {
+		if err := rt.HandleScoped(r.pattern, r.scope, r.h); err != nil {
 			return nil, err
 		}
 	}
@@ -113,7 +152,7 @@ func (s *Service) registrar(ctx context.Context) (*Registrar, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewRegistrar(b.Registry, s.rt.Publisher()), nil
+	return NewRegistrar(b.Registry, s.rt.Publisher()).WithSigner(s.signer), nil
 }
 
 // onModelEvaluated is the port of model.evaluated: it decodes the

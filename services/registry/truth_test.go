@@ -13,6 +13,7 @@ import (
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/looptest"
 	"github.com/gyrehq/gyre/libs/models"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/services/registry"
 )
 
@@ -50,6 +51,16 @@ func TestStaleVerdictIsNotPromoted(t *testing.T) {
 	}
 	if rec.Aliases[models.AliasChampion] != 1 || len(rec.Versions) != 2 {
 		t.Fatalf("aliases %v, %d versions; want champion 1 of 2", rec.Aliases, len(rec.Versions))
+	}
+	// Every version is signed: deployers trust the registry's key.
+	keys, err := signing.LoadPublicKeys(looptest.VerifyKeyFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range rec.Versions {
+		if err := signing.NewVerifier(keys...).Verify(v.Subject(p), v.Signature); err != nil {
+			t.Errorf("version %d: %v", v.Version, err)
+		}
 	}
 	v2 := rec.Versions[1]
 	last := v2.Gates[len(v2.Gates)-1]

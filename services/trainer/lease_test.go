@@ -154,8 +154,8 @@ func TestSchedulerLeaseElectsOneReplica(t *testing.T) {
 		env.AddBatch(p, id, looptest.CSV(uint64(i), 20, 0))
 	}
 	for range 5 {
-		env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, Method: "psi"})
-		env.Emit("/gyre/monitor", p, &gyrev1.PerformanceDegraded{Pipeline: p, Metric: "accuracy"})
+		env.Emit("/gyre/monitor", p, driftDetected(p))
+		env.Emit("/gyre/monitor", p, performanceDegraded(p))
 	}
 	env.WaitConsumed(driftConsumer)
 	env.WaitConsumed(perfConsumer)
@@ -189,10 +189,10 @@ func TestSchedulerLeaseElectsOneReplica(t *testing.T) {
 
 	// The new leader settles the request in flight and makes the next one.
 	inFlight := looptest.Decode(t, reqs[0], &gyrev1.TrainingRequested{}).GetRequestId()
-	env.Emit("/gyre/test", p, &gyrev1.TrainingCompleted{Pipeline: p, RequestId: inFlight})
+	env.Emit("/gyre/test", p, completed(p, inFlight))
 	env.WaitConsumed(completedConsumer)
 	env.AddBatch(p, "b4", looptest.CSV(4, 20, 0))
-	env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, Method: "psi"})
+	env.Emit("/gyre/monitor", p, driftDetected(p))
 	env.WaitConsumed(driftConsumer)
 	env.WaitConsumed(manualConsumer)
 	if reqs := requests(env, p); len(reqs) != 2 {

@@ -149,27 +149,28 @@ func TestSchedulerPolicy(t *testing.T) {
 				case "validated":
 					b := batches[s.arg]
 					lastCause = env.Emit("/gyre/validation", p, &gyrev1.DataBatchValidated{
-						Pipeline: p, BatchId: b.BatchID, Format: b.Format, Rows: b.Rows, ChecksPassed: true, Labelled: true,
+						Pipeline: p, BatchId: b.BatchID, Object: &gyrev1.ObjectRef{Bucket: events.ObjectBatches, Key: b.ObjectKey},
+						Format: b.Format, Rows: b.Rows, ChecksPassed: true, Labelled: true,
 					}).ID()
 					env.WaitConsumed(validatedConsumer)
 				case "drift":
-					lastCause = env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, Method: "psi"}).ID()
+					lastCause = env.Emit("/gyre/monitor", p, driftDetected(p)).ID()
 					env.WaitConsumed(driftConsumer)
 				case "storm":
 					for range 5 {
-						env.Emit("/gyre/monitor", p, &gyrev1.DriftDetected{Pipeline: p, Method: "psi"})
-						env.Emit("/gyre/monitor", p, &gyrev1.PerformanceDegraded{Pipeline: p, Metric: "accuracy"})
+						env.Emit("/gyre/monitor", p, driftDetected(p))
+						env.Emit("/gyre/monitor", p, performanceDegraded(p))
 					}
 					env.WaitConsumed(driftConsumer)
 					env.WaitConsumed(perfConsumer)
 				case "performance":
-					lastCause = env.Emit("/gyre/monitor", p, &gyrev1.PerformanceDegraded{Pipeline: p, Metric: "accuracy"}).ID()
+					lastCause = env.Emit("/gyre/monitor", p, performanceDegraded(p)).ID()
 					env.WaitConsumed(perfConsumer)
 				case "manual":
 					lastCause = env.Emit("/gyre/cli", p, &gyrev1.TrainingRequested{Pipeline: p, Reason: "manual", RequestedBy: "cli"}).ID()
 					env.WaitConsumed(manualConsumer)
 				case "completed":
-					env.Emit("/gyre/test", p, &gyrev1.TrainingCompleted{Pipeline: p, RequestId: inFlight})
+					env.Emit("/gyre/test", p, completed(p, inFlight))
 					env.WaitConsumed(completedConsumer)
 					continue
 				case "retryable", "failed":

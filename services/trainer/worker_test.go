@@ -34,8 +34,29 @@ func bootstrap(t *testing.T, env *looptest.Env, p string, n, rows int) (validate
 		last = env.AddBatch(p, fmt.Sprintf("b%d", i), looptest.CSV(uint64(i), rows, 0))
 	}
 	return env.Emit("/gyre/validation", p, &gyrev1.DataBatchValidated{
-		Pipeline: p, BatchId: last.BatchID, Format: last.Format, Rows: last.Rows, ChecksPassed: true, Labelled: true,
+		Pipeline: p, BatchId: last.BatchID, Object: &gyrev1.ObjectRef{Bucket: events.ObjectBatches, Key: last.ObjectKey},
+		Format: last.Format, Rows: last.Rows, ChecksPassed: true, Labelled: true,
 	}).ID()
+}
+
+// driftDetected and performanceDegraded are triggers as the monitor sends
+// them: the payload contract (events/contracts.go) refuses a trigger
+// without the measurement that justifies it.
+func driftDetected(p string) *gyrev1.DriftDetected {
+	return &gyrev1.DriftDetected{Pipeline: p, BatchId: "b-drift", ReferenceModelVersion: 1, Method: "psi", Threshold: 0.2,
+		Features:        []*gyrev1.FeatureDrift{{Feature: "x1", Score: 0.5, Threshold: 0.2, Drifted: true, Rows: 20}},
+		DriftedFeatures: []string{"x1"}, ShareDrifted: 1, ShareThreshold: 0.5, Rows: 20, ReferenceRows: 40}
+}
+
+func performanceDegraded(p string) *gyrev1.PerformanceDegraded {
+	return &gyrev1.PerformanceDegraded{Pipeline: p, ModelVersion: 1, Metric: "accuracy", BaselineAccuracy: 0.9,
+		LiveAccuracy: 0.6, Drop: 0.9 - 0.6, MaxDrop: 0.1, LabelledRows: 100, Predictions: 100}
+}
+
+// completed is a training.completed of a request, as a worker sends it.
+func completed(p, requestID string) *gyrev1.TrainingCompleted {
+	return &gyrev1.TrainingCompleted{Pipeline: p, RequestId: requestID,
+		Artifact: &gyrev1.ObjectRef{Bucket: events.ObjectModels, Key: p + "/" + requestID + ".bundle"}}
 }
 
 // TestWorkerTrainsAGBDT: a bootstrap request is trained on the batches in
@@ -194,7 +215,8 @@ func TestTrainingFailures(t *testing.T) {
 				env.AddBatch(p, "b1", looptest.CSV(1, 50, 0))
 			}
 			last := env.AddBatch(p, "b2", looptest.CSV(2, 50, 0))
-			env.Emit("/gyre/validation", p, &gyrev1.DataBatchValidated{Pipeline: p, BatchId: last.BatchID, Format: "csv"})
+			env.Emit("/gyre/validation", p, &gyrev1.DataBatchValidated{Pipeline: p, BatchId: last.BatchID, Format: "csv",
+				Object: &gyrev1.ObjectRef{Bucket: events.ObjectBatches, Key: last.ObjectKey}})
 			failed := looptest.Decode(t, env.WaitEvents(p, events.TrainingFailed, 1)[0], &gyrev1.TrainingFailed{})
 			if failed.GetRetryable() || !strings.Contains(failed.GetError(), tt.want) || failed.GetAttempt() != 1 {
 				t.Fatalf("training.failed %+v, want a final failure saying %q", failed, tt.want)

@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -36,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
 )
@@ -404,7 +406,13 @@ func (s busSide) start(ctx context.Context, js jetstream.JetStream, onMessage fu
 		return nil, err
 	}
 	if err := r.Handle(decl, func(_ context.Context, ev event.Event) error {
-		onMessage(ev.Data())
+		// The body travels as the batch's content: the router checks every
+		// payload against its contract before a handler sees it.
+		var m gyrev1.DataBatchArrived
+		if err := bus.DecodePayload(ev, &m); err != nil {
+			return err
+		}
+		onMessage(m.GetContent())
 		return nil
 	}, bus.WithConcurrency(s.concurrency)); err != nil {
 		return nil, err
@@ -427,11 +435,12 @@ func (busSide) publish(ctx context.Context, js jetstream.JetStream, bodies [][]b
 	p, _ := busPublisher.LoadOrStore(js, bus.NewPublisher(js, "busbench"))
 	evs := make([]event.Event, len(bodies))
 	for i, b := range bodies {
-		ev := event.New()
-		ev.SetType(events.Type(events.DataBatchArrived))
-		ev.SetExtension(bus.ExtPipeline, "bench")
-		ev.SetDataContentType("application/octet-stream")
-		ev.DataEncoded = b
+		ev, err := events.NewProtobuf("/gyre/busbench", "bench", &gyrev1.DataBatchArrived{
+			Pipeline: "bench", BatchId: strconv.Itoa(i), Format: events.FormatCSV, Content: b,
+		})
+		if err != nil {
+			return err
+		}
 		evs[i] = ev
 	}
 	return p.(*bus.Publisher).PublishBatch(ctx, evs)

@@ -38,12 +38,28 @@ type Running struct {
 // Start provisions the full topology on natstest.Start(t) (Provisioned),
 // builds every service with build (each gets the same deps: one connection,
 // one registry, as under `gyre up`), runs them until the test ends, and
-// waits until they are ready.
+// waits until they are ready. HTTP authentication is off (--http-auth
+// none), so that tests call the services' routes without tokens;
+// StartWith(t, Options{Tokens: NewTokens(t)}, ...) turns it on.
 func Start(t *testing.T, builds ...Build) *Running {
+	t.Helper()
+	return StartWith(t, Options{}, builds...)
+}
+
+// Options configure StartWith.
+type Options struct {
+	// Tokens, when set, turns HTTP authentication on with its token file:
+	// the services' routes need a token of the right scope (Tokens.Authorize).
+	Tokens *Tokens
+}
+
+// StartWith is Start with options.
+func StartWith(t *testing.T, o Options, builds ...Build) *Running {
 	t.Helper()
 	srv, js, b := Provisioned(t)
 	cfg := service.Defaults("127.0.0.1:0")
 	cfg.NATSURL = srv.URL
+	o.Tokens.configure(&cfg)
 	proc, err := service.Connect(context.Background(), cfg, "servicetest", service.WithLogOutput(io.Discard))
 	if err != nil {
 		t.Fatalf("Connect: %v", err)

@@ -34,6 +34,7 @@ func Check(t *testing.T, build Build, consumers []events.Consumer) {
 	srv := natstest.Start(t)
 	cfg := service.Defaults("127.0.0.1:0")
 	cfg.NATSURL = srv.URL
+	cfg.HTTPAuth = service.HTTPAuthNone // the health routes are open anyway
 	proc, err := service.Connect(context.Background(), cfg, "servicetest", service.WithLogOutput(io.Discard))
 	if err != nil {
 		t.Fatalf("Connect: %v", err)

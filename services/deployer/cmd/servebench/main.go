@@ -60,15 +60,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gyrehq/gyre/events"
-	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bundle"
 	"github.com/gyrehq/gyre/libs/bus"
 	"github.com/gyrehq/gyre/libs/embednats"
 	"github.com/gyrehq/gyre/libs/features"
 	"github.com/gyrehq/gyre/libs/ml"
+	"github.com/gyrehq/gyre/libs/models"
 	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/service"
+	"github.com/gyrehq/gyre/libs/signing"
 	"github.com/gyrehq/gyre/libs/store"
 	"github.com/gyrehq/gyre/libs/table"
 	"github.com/gyrehq/gyre/services/deployer"
@@ -626,9 +626,25 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config)
 	closers = append(closers, stopNATS)
 	fail := func(err error) (*deployerEnv, error) { env.close(); return nil, err }
 
+	// The registry signs what the deployer serves: a key pair of the
+	// bench's own plays the registry's.
+	keysDir := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keysDir, 0o700); err != nil {
+		return fail(err)
+	}
+	if _, err := signing.Generate(keysDir); err != nil {
+		return fail(err)
+	}
+	signKey, err := signing.LoadPrivateKey(filepath.Join(keysDir, signing.PrivateKeyFile))
+	if err != nil {
+		return fail(err)
+	}
 	cfg := deployer.DefaultConfig()
 	cfg.NATSURL = natsURL
 	cfg.LogLevel = "warn"
+	cfg.VerifyKeys = filepath.Join(keysDir, signing.PublicKeyFile)
+	// The bench measures serving, not authentication.
+	cfg.HTTPAuth = service.HTTPAuthNone
 	proc, err := service.Connect(ctx, cfg.Config, "servebench", service.WithLogOutput(io.Discard), service.WithTraceOutput(io.Discard))
 	if err != nil {
 		return fail(err)
@@ -668,7 +684,6 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config)
 	if err != nil {
 		return fail(err)
 	}
-	pub := bus.NewPublisher(proc.JS, "servebench")
 	for _, pl := range []struct {
 		name     string
 		maxBatch int
@@ -684,14 +699,21 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config)
 		if err != nil {
 			return fail(err)
 		}
-		ev, err := events.New("/gyre/servebench", pl.name, &gyrev1.ModelPromoted{
-			Pipeline: pl.name, ModelVersion: 1, Alias: "champion", Reason: "manual", Artifact: ref,
-			Metrics: map[string]float64{"accuracy": 0.9},
-		})
-		if err != nil {
-			return fail(err)
-		}
-		if err := pub.Publish(pctx, ev); err != nil {
+		// Version 1 champion in the registry's record, signed, as the
+		// registry leaves it: the deployer follows the record.
+		if _, err := store.UpdateJSON(pctx, buckets.Registry, pl.name, func(rec *models.Registry, _ bool) error {
+			rec.Pipeline = pl.name
+			v := models.Version{Version: 1, RequestID: "bench-1", Verdict: models.VerdictBlessed,
+				Artifact: models.ObjectFromProto(ref), Metrics: map[string]float64{"accuracy": 0.9}}
+			sig, err := signing.NewSigner(signKey).Sign(v.Subject(pl.name))
+			if err != nil {
+				return err
+			}
+			v.Signature = sig
+			rec.Versions = []models.Version{v}
+			rec.PromoteTo(1, models.ReasonManual, time.Now().UTC())
+			return nil
+		}); err != nil {
 			return fail(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/signing"
 )
 
 // errDeposed: a record carries a newer controller's token than ours; we
@@ -187,7 +188,7 @@ func (d *Deployer) start(ctx context.Context, token uint64, want Desired, prev R
 	// routing in force has it, unless this replica lags behind the record.
 	var champion *Model
 	if found {
-		if champion, err = d.model(ctx, cur, prev.Champion, WithBatching(dep.Batching)); err != nil {
+		if champion, err = d.model(ctx, want.Pipeline, cur, prev.Champion, WithBatching(dep.Batching)); err != nil {
 			return fmt.Errorf("version %d serving %s: %w", prev.Champion.Version, want.Pipeline, err)
 		}
 	}
@@ -202,23 +203,29 @@ func (d *Deployer) start(ctx context.Context, token uint64, want Desired, prev R
 	if champion != nil {
 		rec.PreviousVersion, rec.Champion = champion.Version, servingOf(champion)
 	}
-	if champion != nil && champion.Version == want.Version && champion.Artifact == want.Artifact {
+	if champion != nil && champion.Version == want.Version && champion.Artifact == want.Artifact && champion.Signature == want.Signature {
 		// It serves all traffic already (a rollback to the version that
 		// kept serving): nothing to load or roll out.
 		rec.Status, rec.Champion, rec.TrafficPercent = StatusCompleted, servingOf(champion), 100
 		return d.commit(ctx, token, rec, rev)
 	}
-	b, err := d.models.Load(ctx, want.Artifact)
+	candidate, err := d.load(ctx, want.Pipeline, &Serving{Version: want.Version, Artifact: want.Artifact, Accuracy: want.Accuracy,
+		Signature: want.Signature}, WithBatching(dep.Batching))
 	if err != nil {
 		if !isPermanent(err) {
 			return err
 		}
-		// A bundle that does not load never will: the rollout is over
-		// before it starts, and what served keeps serving.
-		rec.Status, rec.Reason = StatusRolledBack, "the model cannot be loaded: "+err.Error()+"; "+keeps(rec.PreviousVersion)
+		// A bundle that does not load — or is not the one the registry
+		// signed — never will: the rollout is over before it starts, and
+		// what served keeps serving.
+		what := "the model cannot be loaded: "
+		var ve *signing.VerifyError
+		if errors.As(err, &ve) {
+			what = "refused: "
+		}
+		rec.Status, rec.Reason = StatusRolledBack, what+err.Error()+"; "+keeps(rec.PreviousVersion)
 		return d.commit(ctx, token, rec, rev)
 	}
-	candidate := NewModel(want.Version, want.Artifact, b, want.Accuracy, WithBatching(dep.Batching))
 	if champion == nil || champion.Version == want.Version {
 		rec.Status, rec.Champion, rec.TrafficPercent = StatusCompleted, servingOf(candidate), 100
 		return d.commit(ctx, token, rec, rev)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gyrehq/gyre/libs/bundle"
 	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/signing"
 )
 
 // ErrNoPipeline is wrapped by SpecStore errors for a pipeline never applied.
@@ -36,7 +37,9 @@ type SpecStore interface {
 
 // ModelStore reads model bundles.
 type ModelStore interface {
-	Load(ctx context.Context, art Artifact) (*bundle.Bundle, error)
+	// Load reads a bundle and returns it with the SHA-256 (hex) of the
+	// bytes it was read from, for the signature check.
+	Load(ctx context.Context, art Artifact) (b *bundle.Bundle, sha256 string, err error)
 }
 
 // DeploymentStore keeps each pipeline's Record (gyre-deployments), the
@@ -78,6 +81,8 @@ type Desired struct {
 	// the deployment's events.
 	EventID       string
 	CorrelationID string
+	// Signature is the registry's signature of the version.
+	Signature signing.Signature
 	// DeploymentID is the deployment of the move: one per model.promoted,
 	// so that the same move is always the same deployment.
 	DeploymentID string
@@ -128,6 +133,9 @@ type Options struct {
 	Resync time.Duration
 	// Replica names this replica in its rollout tallies.
 	Replica string
+	// Verifier checks the registry's signature of every version before it
+	// is loaded. Required: New panics without one.
+	Verifier *signing.Verifier
 	// Logger receives what the deployer has to say.
 	Logger *slog.Logger
 }
@@ -219,6 +227,10 @@ type Serving struct {
 	Version  int64    `json:"version"`
 	Artifact Artifact `json:"artifact"`
 	Accuracy *float64 `json:"accuracy,omitempty"`
+	// Signature is the registry's signature of the version: every replica
+	// verifies it, and the artifact's bytes against it, before it loads the
+	// model, so a deployment record naming another artifact is not served.
+	Signature signing.Signature `json:"signature,omitzero"`
 }
 
 // Deployer is the deployer's application. Every replica serves (Serve):
@@ -278,6 +290,11 @@ func New(deployments DeploymentStore, desired DesiredStore, models ModelStore, s
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Verifier == nil {
+		// A deployer that cannot verify would serve whatever a record
+		// names: the service refuses to start without keys long before.
+		panic("serving.New: no signature verifier")
 	}
 	return &Deployer{
 		server:      server{slots: map[string]*atomic.Pointer[Routing]{}},
@@ -468,7 +485,7 @@ func (d *Deployer) DeploymentStatus(pipeline string) (rec *Record, serving []int
 }
 
 func servingOf(m *Model) *Serving {
-	return &Serving{Version: m.Version, Artifact: m.Artifact, Accuracy: m.Accuracy}
+	return &Serving{Version: m.Version, Artifact: m.Artifact, Accuracy: m.Accuracy, Signature: m.Signature}
 }
 
 func startReason(promoted string) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/gyrehq/gyre/libs/features"
 	"github.com/gyrehq/gyre/libs/ml"
 	"github.com/gyrehq/gyre/libs/pipeline"
+	"github.com/gyrehq/gyre/libs/signing"
 )
 
 // Artifact locates a model bundle in the object store.
@@ -47,9 +48,11 @@ type Model struct {
 	// Accuracy is the evaluation accuracy the version was promoted with;
 	// nil when unknown.
 	Accuracy *float64
-	bundle   *bundle.Bundle
-	inputs   []Input
-	names    []string
+	// Signature is the registry's signature the model was verified with.
+	Signature signing.Signature
+	bundle    *bundle.Bundle
+	inputs    []Input
+	names     []string
 	// numeric names the numeric inputs, in order: the features of the
 	// prediction log's values.
 	numeric []string

@@ -3,7 +3,10 @@ package serving
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/gyrehq/gyre/libs/signing"
 )
 
 // Serve is every replica's part: it watches the deployment records and
@@ -148,13 +151,13 @@ func (d *Deployer) apply(ctx context.Context, rec Record, rev uint64) error {
 	c := confOf(spec)
 	batching := WithBatching(spec.Spec.Deployment.Batching)
 	old := d.server.routing(name)
-	champion, err := d.model(ctx, old, rec.Champion, batching)
+	champion, err := d.model(ctx, name, old, rec.Champion, batching)
 	if err != nil {
 		return fmt.Errorf("version %d: %w", rec.Champion.Version, err)
 	}
 	var r *Routing
 	if InProgress(rec.Status) && rec.Candidate != nil {
-		candidate, err := d.model(ctx, old, rec.Candidate, batching)
+		candidate, err := d.model(ctx, name, old, rec.Candidate, batching)
 		if err != nil {
 			return fmt.Errorf("candidate version %d: %w", rec.Candidate.Version, err)
 		}
@@ -179,23 +182,43 @@ func (d *Deployer) apply(ctx context.Context, rec Record, rev uint64) error {
 }
 
 // model returns the loaded model of s: the one the routing in force has
-// for the same version and artifact, else loaded from the model store.
-func (d *Deployer) model(ctx context.Context, cur *Routing, s *Serving, opts ...ModelOption) (*Model, error) {
+// for the same version, artifact and signature (verified when it was
+// loaded), else loaded from the model store and verified (load).
+func (d *Deployer) model(ctx context.Context, pipelineName string, cur *Routing, s *Serving, opts ...ModelOption) (*Model, error) {
 	if s == nil {
 		return nil, nil
 	}
 	if cur != nil {
 		for _, m := range []*Model{cur.Champion, cur.Candidate, cur.Mirror} {
-			if m != nil && m.Version == s.Version && m.Artifact.Key == s.Artifact.Key && m.Artifact.Sha256 == s.Artifact.Sha256 {
+			if m != nil && m.Version == s.Version && m.Artifact == s.Artifact && m.Signature == s.Signature {
 				return m, nil
 			}
 		}
 	}
-	b, err := d.models.Load(ctx, s.Artifact)
+	return d.load(ctx, pipelineName, s, opts...)
+}
+
+// load reads the model of s from the model store after checking the
+// registry's signature of its version and artifact, and checks the bytes
+// read against the signed digest: a record edited or forged outside the
+// registry, or an artifact replaced in the object store, is refused with a
+// permanent signing.VerifyError naming what does not hold.
+func (d *Deployer) load(ctx context.Context, pipelineName string, s *Serving, opts ...ModelOption) (*Model, error) {
+	sub := signing.Subject{Pipeline: pipelineName, Version: s.Version, Bucket: s.Artifact.Bucket, Key: s.Artifact.Key, Sha256: s.Artifact.Sha256}
+	if err := d.opts.Verifier.Verify(sub, s.Signature); err != nil {
+		return nil, err
+	}
+	b, digest, err := d.models.Load(ctx, s.Artifact)
 	if err != nil {
 		return nil, err
 	}
-	return NewModel(s.Version, s.Artifact, b, s.Accuracy, opts...), nil
+	if !strings.EqualFold(digest, sub.Sha256) {
+		return nil, &signing.VerifyError{Subject: sub, Reason: fmt.Sprintf(
+			"the artifact's bytes have SHA-256 %s, the signed digest is %s: the artifact was replaced", digest, sub.Sha256)}
+	}
+	m := NewModel(s.Version, s.Artifact, b, s.Accuracy, opts...)
+	m.Signature = s.Signature
+	return m, nil
 }
 
 // rollout is the routing of a rollout in progress, at the step rec says:
