@@ -62,7 +62,10 @@ var bucketWriters = map[string][]string{
 	BucketLeases:   {ServiceDeployer, ServiceTrainer},
 	BucketRollouts: {ServiceDeployer},
 	BucketJoins:    {ServiceMonitor},
-	ObjectBatches:  {ServiceIngest},
+	// Ingest stores batches as received; validation stores the cleaned
+	// copy it passes on (quarantined rows and undeclared columns removed)
+	// and the reasons of the quarantined rows.
+	ObjectBatches:  {ServiceIngest, ServiceValidation},
 	ObjectFeatures: {ServiceFeature},
 	ObjectModels:   {ServiceTrainer},
 }

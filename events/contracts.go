@@ -93,6 +93,8 @@ var contracts = map[string][]rule{
 		atLeast("rows", 0),
 		required("columns[].name"),
 		atLeast("pipelineRevision", 0),
+		atLeast("rowsIn", 0),
+		atLeast("rowsQuarantined", 0),
 	},
 	DataBatchRejected: {
 		identifier("batchId"),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/natsauth"
+	"github.com/gyrehq/gyre/libs/natstest"
 )
 
 // TestUpsEmbeddedServerAdmitsOnlyGyresIdentities: `gyre up` without --nats
@@ -156,5 +157,38 @@ func TestAuthConfigAndProducer(t *testing.T) {
 	}
 	if !strings.Contains(second, `"gyre.ev.elec2.data.batch.arrived"`) {
 		t.Errorf("the producer of elec2 may not publish elec2's batches:\n%s", second)
+	}
+}
+
+// TestUpOnASecuredOutsideServer: `gyre up --nats URL --nats-auth-dir DIR`
+// runs every service with its own identity from DIR on a server that
+// requires them, and the CLI gets the admin's from up.json.
+func TestUpOnASecuredOutsideServer(t *testing.T) {
+	srv := natstest.StartSecured(t)
+	dir := t.TempDir()
+	_, state, stop := runUpWith(t, dir, "--nats", srv.URL, "--nats-auth-dir", srv.SeedDir)
+	defer stop()
+	if state.NATSSeed != srv.Seed(events.IdentityAdmin) {
+		t.Fatalf("up.json names seed %q, want the admin's %q", state.NATSSeed, srv.Seed(events.IdentityAdmin))
+	}
+	if out, stderr, err := execute(t, "apply", "-f", "../../examples/elec2/pipeline.yaml", "--data-dir", dir); err != nil || !strings.Contains(out, "pipeline/elec2 created") {
+		t.Fatalf("gyre apply: %v\n%s%s", err, out, stderr)
+	}
+	// The validation service — its own identity — consumed the event.
+	nc := srv.ConnectAs(t, events.IdentityAdmin)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := js.Consumer(context.Background(), events.StreamEvents, "validation_pipeline-applied")
+		if err == nil && c.CachedInfo().AckFloor.Consumer >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("validation never acknowledged pipeline.applied: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

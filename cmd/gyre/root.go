@@ -49,5 +49,7 @@ terminal.`,
 	root.AddCommand(newTrainCmd(), newPredictCmd(), newEvaluateCmd())
 	root.AddCommand(registryCommands()...)
 	root.AddCommand(newAuthCmd())
+	root.AddCommand(newDataCmd())
+	root.AddCommand(newDlqCmd())
 	return root
 }

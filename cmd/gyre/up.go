@@ -21,6 +21,7 @@ import (
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/libs/bus"
+	"github.com/gyrehq/gyre/libs/dlq"
 	"github.com/gyrehq/gyre/libs/embednats"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/services/dashboard"
@@ -79,6 +80,8 @@ One HTTP listener (--http, default 127.0.0.1:8080) serves:
   /readyz                  200 when every service is ready; 503 naming those that are not
   /metrics                 Prometheus metrics of every service
   /services/<name>/...     each service's own /healthz, /readyz, /metrics and routes
+  /v1/dlq                  the dead letters (read); POST /v1/dlq/<seq>/redrive (admin)
+  /schemas/                every event payload's .proto and JSON Schema (dataschema)
 
 While it runs, <data-dir>/up.json records its pid, NATS URL and HTTP URL, so that
 client commands such as 'gyre events' find it without flags. Ctrl-C (or SIGTERM)
@@ -463,11 +466,15 @@ func upMux(svcs []service.Runner, deps service.Deps, logger *slog.Logger) *http.
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		EnableOpenMetrics: true,
 	}))
+	// Dead letters: listed with a read token, redriven with an admin one,
+	// through the process's own connection (the admin identity's on a
+	// secured server): a redrive publishes to any subject.
+	dlq.Mount(mux, deps.JS, deps.Auth)
 	// The event payloads' schemas, where events' dataschema points: open,
 	// since any consumer must be able to resolve them.
 	mux.Handle("/schemas/", http.StripPrefix("/schemas", events.SchemaHandler()))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics", "schemas": "/schemas/"}
+		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics", "schemas": "/schemas/", "deadLetters": "/v1/dlq"}
 		services := map[string]string{}
 		for _, n := range names {
 			services[n] = "/services/" + n + "/"

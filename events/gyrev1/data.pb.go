@@ -673,25 +673,29 @@ func (x *Check) GetMessage() string {
 }
 
 // DataBatchValidated (dev.gyre.data.batch.validated.v1): a stored batch
-// passed every check of its pipeline; it comes with per-column statistics.
+// passed the checks of its pipeline, with at most spec.dataset.maxRowErrors
+// bad rows, which are quarantined; it comes with per-column statistics.
 type DataBatchValidated struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pipeline the batch belongs to.
 	Pipeline string `protobuf:"bytes,1,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
 	// Batch id.
 	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
-	// The stored batch ("gyre-batches" bucket).
+	// The validated batch ("gyre-batches" bucket): what feature, trainer,
+	// evaluator and monitor read (the validated-batch log names it too). The
+	// batch as received when nothing was removed from it; see received.
 	Object *ObjectRef `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
-	// Format: "csv", "jsonl" or "parquet".
+	// Format of object: "csv", "jsonl" or "parquet" ("csv" for a cleaned copy).
 	Format string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
-	// Number of data rows.
+	// Number of data rows of object (quarantined rows excluded).
 	Rows int64 `protobuf:"varint,5,opt,name=rows,proto3" json:"rows,omitempty"`
-	// Statistics of every column, in file order.
+	// Statistics of every column of the batch as received, in file order,
+	// over the rows passed on (quarantined rows excluded).
 	Columns []*ColumnStats `protobuf:"bytes,6,rep,name=columns,proto3" json:"columns,omitempty"`
-	// Every check run, each passed.
+	// Every check run, passed or not (a failed row check's rows are the
+	// quarantined ones).
 	Checks []*Check `protobuf:"bytes,7,rep,name=checks,proto3" json:"checks,omitempty"`
-	// True when every check passed (always true for this event; kept so that
-	// reports of validated and rejected batches read alike).
+	// True when every check passed: no row was quarantined.
 	ChecksPassed bool `protobuf:"varint,8,opt,name=checks_passed,json=checksPassed,proto3" json:"checks_passed,omitempty"`
 	// Name of the label (target) column; empty when the pipeline has none.
 	LabelColumn string `protobuf:"bytes,9,opt,name=label_column,json=labelColumn,proto3" json:"label_column,omitempty"`
@@ -703,8 +707,30 @@ type DataBatchValidated struct {
 	SchemaInferred bool `protobuf:"varint,11,opt,name=schema_inferred,json=schemaInferred,proto3" json:"schema_inferred,omitempty"`
 	// Revision of the pipeline spec the batch was validated against.
 	PipelineRevision int64 `protobuf:"varint,12,opt,name=pipeline_revision,json=pipelineRevision,proto3" json:"pipeline_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Number of data rows received, quarantined ones included; rows is what
+	// was passed on (rows_in - rows_quarantined). 0 from validators that
+	// predate the quarantine.
+	RowsIn int64 `protobuf:"varint,13,opt,name=rows_in,json=rowsIn,proto3" json:"rows_in,omitempty"`
+	// Number of rows flagged by a check (a bad cell or a broken rule, at most
+	// spec.dataset.maxRowErrors of them) and kept out of everything
+	// downstream: object holds the batch without them. Their reasons are the
+	// batch's quarantine (gyre-state rejected.<pipeline>.<batch>; `gyre data
+	// rejected`, GET /v1/pipelines/{pipeline}/rejected/{batch} of the
+	// validation service).
+	RowsQuarantined int64 `protobuf:"varint,14,opt,name=rows_quarantined,json=rowsQuarantined,proto3" json:"rows_quarantined,omitempty"`
+	// The problems of the quarantined rows, in row order, at most 100 (the
+	// quarantine holds them all).
+	QuarantineReasons []*RejectReason `protobuf:"bytes,15,rep,name=quarantine_reasons,json=quarantineReasons,proto3" json:"quarantine_reasons,omitempty"`
+	// Per column differences between the batch and its schema that are not
+	// bad rows, e.g. a column the schema does not declare (kind
+	// "new_column"), which is dropped from object.
+	Anomalies []*Anomaly `protobuf:"bytes,16,rep,name=anomalies,proto3" json:"anomalies,omitempty"`
+	// The batch as ingest stored it ("gyre-batches" bucket). object is a
+	// cleaned copy of it (CSV, without the quarantined rows and undeclared
+	// columns) when validation removed anything, this same object otherwise.
+	Received      *ObjectRef `protobuf:"bytes,17,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DataBatchValidated) Reset() {
@@ -821,6 +847,110 @@ func (x *DataBatchValidated) GetPipelineRevision() int64 {
 	return 0
 }
 
+func (x *DataBatchValidated) GetRowsIn() int64 {
+	if x != nil {
+		return x.RowsIn
+	}
+	return 0
+}
+
+func (x *DataBatchValidated) GetRowsQuarantined() int64 {
+	if x != nil {
+		return x.RowsQuarantined
+	}
+	return 0
+}
+
+func (x *DataBatchValidated) GetQuarantineReasons() []*RejectReason {
+	if x != nil {
+		return x.QuarantineReasons
+	}
+	return nil
+}
+
+func (x *DataBatchValidated) GetAnomalies() []*Anomaly {
+	if x != nil {
+		return x.Anomalies
+	}
+	return nil
+}
+
+func (x *DataBatchValidated) GetReceived() *ObjectRef {
+	if x != nil {
+		return x.Received
+	}
+	return nil
+}
+
+// Anomaly is one difference between a batch and its pipeline's schema,
+// reported per column (in the sense of TensorFlow Data Validation's
+// anomalies) rather than per row.
+type Anomaly struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The column concerned.
+	Column string `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
+	// Kind of anomaly, e.g. "new_column": the batch has a column that neither
+	// spec.dataset.schema (or the schema inferred from the pipeline's first
+	// batch), the label nor spec.features declares; it is dropped from the
+	// batch passed on, and not used until the spec declares it.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Human-readable explanation, naming the column and what was done.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Anomaly) Reset() {
+	*x = Anomaly{}
+	mi := &file_gyre_v1_data_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Anomaly) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Anomaly) ProtoMessage() {}
+
+func (x *Anomaly) ProtoReflect() protoreflect.Message {
+	mi := &file_gyre_v1_data_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Anomaly.ProtoReflect.Descriptor instead.
+func (*Anomaly) Descriptor() ([]byte, []int) {
+	return file_gyre_v1_data_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Anomaly) GetColumn() string {
+	if x != nil {
+		return x.Column
+	}
+	return ""
+}
+
+func (x *Anomaly) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Anomaly) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // RejectReason is one problem found in a rejected batch.
 type RejectReason struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -841,7 +971,7 @@ type RejectReason struct {
 
 func (x *RejectReason) Reset() {
 	*x = RejectReason{}
-	mi := &file_gyre_v1_data_proto_msgTypes[8]
+	mi := &file_gyre_v1_data_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +983,7 @@ func (x *RejectReason) String() string {
 func (*RejectReason) ProtoMessage() {}
 
 func (x *RejectReason) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_data_proto_msgTypes[8]
+	mi := &file_gyre_v1_data_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +996,7 @@ func (x *RejectReason) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectReason.ProtoReflect.Descriptor instead.
 func (*RejectReason) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_data_proto_rawDescGZIP(), []int{8}
+	return file_gyre_v1_data_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RejectReason) GetColumn() string {
@@ -926,13 +1056,16 @@ type DataBatchRejected struct {
 	Quarantine *ObjectRef `protobuf:"bytes,8,opt,name=quarantine,proto3" json:"quarantine,omitempty"`
 	// Revision of the pipeline spec the batch was validated against.
 	PipelineRevision int64 `protobuf:"varint,9,opt,name=pipeline_revision,json=pipelineRevision,proto3" json:"pipeline_revision,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Per column differences between the batch and its schema that are not
+	// bad rows (see DataBatchValidated.anomalies).
+	Anomalies     []*Anomaly `protobuf:"bytes,10,rep,name=anomalies,proto3" json:"anomalies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DataBatchRejected) Reset() {
 	*x = DataBatchRejected{}
-	mi := &file_gyre_v1_data_proto_msgTypes[9]
+	mi := &file_gyre_v1_data_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1077,7 @@ func (x *DataBatchRejected) String() string {
 func (*DataBatchRejected) ProtoMessage() {}
 
 func (x *DataBatchRejected) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_data_proto_msgTypes[9]
+	mi := &file_gyre_v1_data_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1090,7 @@ func (x *DataBatchRejected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataBatchRejected.ProtoReflect.Descriptor instead.
 func (*DataBatchRejected) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_data_proto_rawDescGZIP(), []int{9}
+	return file_gyre_v1_data_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DataBatchRejected) GetPipeline() string {
@@ -1023,6 +1156,13 @@ func (x *DataBatchRejected) GetPipelineRevision() int64 {
 	return 0
 }
 
+func (x *DataBatchRejected) GetAnomalies() []*Anomaly {
+	if x != nil {
+		return x.Anomalies
+	}
+	return nil
+}
+
 // FeatureColumn describes one column of a feature set.
 type FeatureColumn struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1042,7 +1182,7 @@ type FeatureColumn struct {
 
 func (x *FeatureColumn) Reset() {
 	*x = FeatureColumn{}
-	mi := &file_gyre_v1_data_proto_msgTypes[10]
+	mi := &file_gyre_v1_data_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1194,7 @@ func (x *FeatureColumn) String() string {
 func (*FeatureColumn) ProtoMessage() {}
 
 func (x *FeatureColumn) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_data_proto_msgTypes[10]
+	mi := &file_gyre_v1_data_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1207,7 @@ func (x *FeatureColumn) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeatureColumn.ProtoReflect.Descriptor instead.
 func (*FeatureColumn) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_data_proto_rawDescGZIP(), []int{10}
+	return file_gyre_v1_data_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FeatureColumn) GetName() string {
@@ -1135,7 +1275,7 @@ type FeaturesMaterialized struct {
 
 func (x *FeaturesMaterialized) Reset() {
 	*x = FeaturesMaterialized{}
-	mi := &file_gyre_v1_data_proto_msgTypes[11]
+	mi := &file_gyre_v1_data_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1287,7 @@ func (x *FeaturesMaterialized) String() string {
 func (*FeaturesMaterialized) ProtoMessage() {}
 
 func (x *FeaturesMaterialized) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_data_proto_msgTypes[11]
+	mi := &file_gyre_v1_data_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1300,7 @@ func (x *FeaturesMaterialized) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeaturesMaterialized.ProtoReflect.Descriptor instead.
 func (*FeaturesMaterialized) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_data_proto_rawDescGZIP(), []int{11}
+	return file_gyre_v1_data_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FeaturesMaterialized) GetPipeline() string {
@@ -1302,7 +1442,7 @@ const file_gyre_v1_data_proto_rawDesc = "" +
 	"\x06passed\x18\x04 \x01(\bR\x06passed\x12\x1f\n" +
 	"\vfailed_rows\x18\x05 \x01(\x03R\n" +
 	"failedRows\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessage\"\xb5\x03\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\x9f\x05\n" +
 	"\x12DataBatchValidated\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12*\n" +
@@ -1316,13 +1456,22 @@ const file_gyre_v1_data_proto_rawDesc = "" +
 	"\blabelled\x18\n" +
 	" \x01(\bR\blabelled\x12'\n" +
 	"\x0fschema_inferred\x18\v \x01(\bR\x0eschemaInferred\x12+\n" +
-	"\x11pipeline_revision\x18\f \x01(\x03R\x10pipelineRevision\"|\n" +
+	"\x11pipeline_revision\x18\f \x01(\x03R\x10pipelineRevision\x12\x17\n" +
+	"\arows_in\x18\r \x01(\x03R\x06rowsIn\x12)\n" +
+	"\x10rows_quarantined\x18\x0e \x01(\x03R\x0frowsQuarantined\x12D\n" +
+	"\x12quarantine_reasons\x18\x0f \x03(\v2\x15.gyre.v1.RejectReasonR\x11quarantineReasons\x12.\n" +
+	"\tanomalies\x18\x10 \x03(\v2\x10.gyre.v1.AnomalyR\tanomalies\x12.\n" +
+	"\breceived\x18\x11 \x01(\v2\x12.gyre.v1.ObjectRefR\breceived\"M\n" +
+	"\aAnomaly\x12\x16\n" +
+	"\x06column\x18\x01 \x01(\tR\x06column\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"|\n" +
 	"\fRejectReason\x12\x16\n" +
 	"\x06column\x18\x01 \x01(\tR\x06column\x12\x10\n" +
 	"\x03row\x18\x02 \x01(\x03R\x03row\x12\x12\n" +
 	"\x04rule\x18\x03 \x01(\tR\x04rule\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x14\n" +
-	"\x05value\x18\x05 \x01(\tR\x05value\"\xe9\x02\n" +
+	"\x05value\x18\x05 \x01(\tR\x05value\"\x99\x03\n" +
 	"\x11DataBatchRejected\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12*\n" +
@@ -1334,7 +1483,9 @@ const file_gyre_v1_data_proto_rawDesc = "" +
 	"\n" +
 	"quarantine\x18\b \x01(\v2\x12.gyre.v1.ObjectRefR\n" +
 	"quarantine\x12+\n" +
-	"\x11pipeline_revision\x18\t \x01(\x03R\x10pipelineRevision\"m\n" +
+	"\x11pipeline_revision\x18\t \x01(\x03R\x10pipelineRevision\x12.\n" +
+	"\tanomalies\x18\n" +
+	" \x03(\v2\x10.gyre.v1.AnomalyR\tanomalies\"m\n" +
 	"\rFeatureColumn\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1c\n" +
@@ -1366,7 +1517,7 @@ func file_gyre_v1_data_proto_rawDescGZIP() []byte {
 	return file_gyre_v1_data_proto_rawDescData
 }
 
-var file_gyre_v1_data_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gyre_v1_data_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_gyre_v1_data_proto_goTypes = []any{
 	(*DataBatchArrived)(nil),     // 0: gyre.v1.DataBatchArrived
 	(*DataBatchReceived)(nil),    // 1: gyre.v1.DataBatchReceived
@@ -1376,36 +1527,41 @@ var file_gyre_v1_data_proto_goTypes = []any{
 	(*ColumnStats)(nil),          // 5: gyre.v1.ColumnStats
 	(*Check)(nil),                // 6: gyre.v1.Check
 	(*DataBatchValidated)(nil),   // 7: gyre.v1.DataBatchValidated
-	(*RejectReason)(nil),         // 8: gyre.v1.RejectReason
-	(*DataBatchRejected)(nil),    // 9: gyre.v1.DataBatchRejected
-	(*FeatureColumn)(nil),        // 10: gyre.v1.FeatureColumn
-	(*FeaturesMaterialized)(nil), // 11: gyre.v1.FeaturesMaterialized
-	nil,                          // 12: gyre.v1.DataBatchArrived.LabelsEntry
-	nil,                          // 13: gyre.v1.DataBatchReceived.LabelsEntry
-	(*ObjectRef)(nil),            // 14: gyre.v1.ObjectRef
+	(*Anomaly)(nil),              // 8: gyre.v1.Anomaly
+	(*RejectReason)(nil),         // 9: gyre.v1.RejectReason
+	(*DataBatchRejected)(nil),    // 10: gyre.v1.DataBatchRejected
+	(*FeatureColumn)(nil),        // 11: gyre.v1.FeatureColumn
+	(*FeaturesMaterialized)(nil), // 12: gyre.v1.FeaturesMaterialized
+	nil,                          // 13: gyre.v1.DataBatchArrived.LabelsEntry
+	nil,                          // 14: gyre.v1.DataBatchReceived.LabelsEntry
+	(*ObjectRef)(nil),            // 15: gyre.v1.ObjectRef
 }
 var file_gyre_v1_data_proto_depIdxs = []int32{
-	12, // 0: gyre.v1.DataBatchArrived.labels:type_name -> gyre.v1.DataBatchArrived.LabelsEntry
-	14, // 1: gyre.v1.DataBatchReceived.object:type_name -> gyre.v1.ObjectRef
-	13, // 2: gyre.v1.DataBatchReceived.labels:type_name -> gyre.v1.DataBatchReceived.LabelsEntry
+	13, // 0: gyre.v1.DataBatchArrived.labels:type_name -> gyre.v1.DataBatchArrived.LabelsEntry
+	15, // 1: gyre.v1.DataBatchReceived.object:type_name -> gyre.v1.ObjectRef
+	14, // 2: gyre.v1.DataBatchReceived.labels:type_name -> gyre.v1.DataBatchReceived.LabelsEntry
 	3,  // 3: gyre.v1.ColumnStats.quantiles:type_name -> gyre.v1.Quantile
 	2,  // 4: gyre.v1.ColumnStats.histogram:type_name -> gyre.v1.Histogram
 	4,  // 5: gyre.v1.ColumnStats.top_categories:type_name -> gyre.v1.CategoryCount
-	14, // 6: gyre.v1.DataBatchValidated.object:type_name -> gyre.v1.ObjectRef
+	15, // 6: gyre.v1.DataBatchValidated.object:type_name -> gyre.v1.ObjectRef
 	5,  // 7: gyre.v1.DataBatchValidated.columns:type_name -> gyre.v1.ColumnStats
 	6,  // 8: gyre.v1.DataBatchValidated.checks:type_name -> gyre.v1.Check
-	14, // 9: gyre.v1.DataBatchRejected.object:type_name -> gyre.v1.ObjectRef
-	8,  // 10: gyre.v1.DataBatchRejected.reasons:type_name -> gyre.v1.RejectReason
-	6,  // 11: gyre.v1.DataBatchRejected.checks:type_name -> gyre.v1.Check
-	14, // 12: gyre.v1.DataBatchRejected.quarantine:type_name -> gyre.v1.ObjectRef
-	14, // 13: gyre.v1.FeaturesMaterialized.snapshot:type_name -> gyre.v1.ObjectRef
-	10, // 14: gyre.v1.FeaturesMaterialized.columns:type_name -> gyre.v1.FeatureColumn
-	14, // 15: gyre.v1.FeaturesMaterialized.source:type_name -> gyre.v1.ObjectRef
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 9: gyre.v1.DataBatchValidated.quarantine_reasons:type_name -> gyre.v1.RejectReason
+	8,  // 10: gyre.v1.DataBatchValidated.anomalies:type_name -> gyre.v1.Anomaly
+	15, // 11: gyre.v1.DataBatchValidated.received:type_name -> gyre.v1.ObjectRef
+	15, // 12: gyre.v1.DataBatchRejected.object:type_name -> gyre.v1.ObjectRef
+	9,  // 13: gyre.v1.DataBatchRejected.reasons:type_name -> gyre.v1.RejectReason
+	6,  // 14: gyre.v1.DataBatchRejected.checks:type_name -> gyre.v1.Check
+	15, // 15: gyre.v1.DataBatchRejected.quarantine:type_name -> gyre.v1.ObjectRef
+	8,  // 16: gyre.v1.DataBatchRejected.anomalies:type_name -> gyre.v1.Anomaly
+	15, // 17: gyre.v1.FeaturesMaterialized.snapshot:type_name -> gyre.v1.ObjectRef
+	11, // 18: gyre.v1.FeaturesMaterialized.columns:type_name -> gyre.v1.FeatureColumn
+	15, // 19: gyre.v1.FeaturesMaterialized.source:type_name -> gyre.v1.ObjectRef
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_gyre_v1_data_proto_init() }
@@ -1420,7 +1576,7 @@ func file_gyre_v1_data_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gyre_v1_data_proto_rawDesc), len(file_gyre_v1_data_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -43,17 +43,37 @@ type Outcome struct {
 	EventID string
 	// SchemaInferred is true when the schema was inferred from this batch.
 	SchemaInferred bool
+	// Object is what a validated batch was passed on as: the batch as
+	// received, or its cleaned copy.
+	Object *gyrev1.ObjectRef
 }
 
 // Rejection is what gyre-state rejected.<pipeline>.<batch> keeps of a
-// rejected batch, for inspection; the batch itself stays in gyre-batches.
+// batch validation kept something out of, for inspection: a rejected batch
+// (status rejected), or the quarantined rows and undeclared columns of a
+// validated one (status validated). The batch as received stays in
+// gyre-batches (ObjectKey).
 type Rejection struct {
-	BatchID          string                 `json:"batchId"`
-	ObjectKey        string                 `json:"objectKey"`
-	Sha256           string                 `json:"sha256"`
-	Rows             int                    `json:"rows"`
+	// Status is StatusRejected or StatusValidated; empty in records from
+	// before the quarantine, which are all of rejected batches.
+	Status    string `json:"status,omitempty"`
+	BatchID   string `json:"batchId"`
+	ObjectKey string `json:"objectKey"`
+	Sha256    string `json:"sha256"`
+	// Rows is the number of data rows received.
+	Rows int `json:"rows"`
+	// RowsQuarantined and ColumnsDropped are what a validated batch was
+	// passed on without; ValidatedKey names the copy passed on.
+	RowsQuarantined int               `json:"rowsQuarantined,omitempty"`
+	ColumnsDropped  []string          `json:"columnsDropped,omitempty"`
+	ValidatedKey    string            `json:"validatedKey,omitempty"`
+	Anomalies       []*gyrev1.Anomaly `json:"anomalies,omitempty"`
+	// Reasons are the first MaxReasons problems; when ReasonsTotal is
+	// more, QuarantineKey names the gyre-batches object with every reason
+	// of the quarantined rows.
 	Reasons          []*gyrev1.RejectReason `json:"reasons"`
 	ReasonsTotal     int                    `json:"reasonsTotal"`
+	QuarantineKey    string                 `json:"quarantineKey,omitempty"`
 	PipelineRevision uint64                 `json:"pipelineRevision"`
 	EventID          string                 `json:"eventId"`
 	At               time.Time              `json:"at"`
@@ -129,7 +149,7 @@ func (v *Validator) Validate(ctx context.Context, cmd Received) (Outcome, error)
 	if err != nil {
 		return Outcome{}, err
 	}
-	report := NewChecker(schema, p.Spec.Dataset, rules).Check(t)
+	report := NewChecker(schema, p.Spec.Dataset, rules).WithFeatures(p.Spec.Features).Check(t)
 	if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
 		return v.reject(ctx, bk, cmd, rev, report)
 	}
@@ -148,13 +168,13 @@ func (v *Validator) Validate(ctx context.Context, cmd Received) (Outcome, error)
 			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 		}
 		if !slices.EqualFunc(kept, schema, columnsEqual) {
-			report = NewChecker(kept, p.Spec.Dataset, rules).Check(t)
+			report = NewChecker(kept, p.Spec.Dataset, rules).WithFeatures(p.Spec.Features).Check(t)
 			if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
 				return v.reject(ctx, bk, cmd, rev, report)
 			}
 		}
 	}
-	return v.accept(ctx, bk, cmd, p, rev, report)
+	return v.accept(ctx, bk, cmd, p, rev, report, t)
 }
 
 // schema returns the schema to check t against: the declared one, else the
@@ -173,24 +193,52 @@ func (v *Validator) schema(ctx context.Context, kv jetstream.KeyValue, p *pipeli
 	return InferSchema(t, p.Spec.Dataset.Label), false, nil
 }
 
-func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received, p *pipeline.Pipeline, rev uint64, r *Report) (Outcome, error) {
+func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received, p *pipeline.Pipeline, rev uint64, r *Report, t *table.Table) (Outcome, error) {
 	id := bus.StableID(events.DataBatchValidated, cmd.Pipeline, cmd.BatchID, cmd.Object.GetSha256())
+	// What is passed on: the batch as received, or a copy without its
+	// quarantined rows and undeclared columns, stored before the log names
+	// it so that no reader finds the log pointing at nothing.
+	obj, format, rows := cmd.Object, cmd.Format, r.Rows
+	if c := cleaned(t, r); c != nil {
+		ref, err := storeCleaned(ctx, bk.Batches, cmd.Pipeline, c)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+		}
+		obj, format, rows = ref, table.FormatCSV, c.Len()
+		// The reasons are recorded before the log names the batch: a batch
+		// downstream has already seen never lacks its quarantine.
+		if err := v.record(ctx, bk, cmd, rev, r, ref, id); err != nil {
+			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
+		}
+	}
 	// The batch takes its arrival position in the log, not the position of
 	// the moment its validation finished: a batch whose validation was
 	// retried, or that another replica held while it crashed, still comes
 	// before the batches that arrived after it.
 	entry, err := store.AppendValidated(ctx, bk.State, cmd.Pipeline, store.ValidatedBatch{
-		BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Format: cmd.Format, Rows: int64(r.Rows),
-		Sha256: cmd.Object.GetSha256(), EventID: id, At: time.Now().UTC(),
+		BatchID: cmd.BatchID, ObjectKey: obj.GetKey(), Format: format, Rows: int64(rows),
+		Sha256: obj.GetSha256(), EventID: id, At: time.Now().UTC(),
 		ArrivalSeq: cmd.ArrivalSeq, ArrivedAt: cmd.ArrivedAt.UTC(),
 	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 	}
-	if entry.Sha256 != cmd.Object.GetSha256() {
+	// The entry is of this content when it carries this content's event id
+	// (or, in entries from before the quarantine, its sha256).
+	if entry.EventID != id && entry.Sha256 != cmd.Object.GetSha256() && entry.Sha256 != obj.GetSha256() {
 		// Ingest binds a batch id to one content, so this is a log written
 		// by something else; do not announce a batch the log does not hold.
 		return Outcome{}, bus.Permanentf("validate batch %q: the validated-batch log holds this id for other content (sha256 %s)", cmd.BatchID, entry.Sha256)
+	}
+	if entry.ObjectKey != obj.GetKey() {
+		// An earlier delivery, validated against another revision of the
+		// spec, cleaned the batch otherwise: the log is what downstream
+		// reads, so the event names what it holds.
+		bus.Logger(ctx).Warn("batch validated again with another outcome; the validated-batch log keeps the first",
+			"pipeline", cmd.Pipeline, "batchId", cmd.BatchID, "logged", entry.ObjectKey, "now", obj.GetKey())
+		obj = &gyrev1.ObjectRef{Bucket: bk.Batches.Name, Key: entry.ObjectKey, Sha256: entry.Sha256,
+			Uri: events.ObjectURI(bk.Batches.Name, entry.ObjectKey)}
+		format, rows = entry.Format, int(entry.Rows)
 	}
 	// The first batch validated for a pipeline without a declared schema is
 	// the one its schema was inferred from: the first appended, wherever a
@@ -198,10 +246,16 @@ func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received,
 	// stored entry answers the same on a redelivery. (Entries from before
 	// AppendSeq: the first in the log.)
 	inferred := len(p.Spec.Dataset.Schema) == 0 && (entry.AppendSeq == 1 || entry.AppendSeq == 0 && entry.Seq == 1)
+	var quarantined []*gyrev1.RejectReason
+	if len(r.Quarantine) > 0 {
+		quarantined = r.Reasons
+	}
 	ev, err := events.New("/gyre/"+Name, cmd.Pipeline, &gyrev1.DataBatchValidated{
-		Pipeline: cmd.Pipeline, BatchId: cmd.BatchID, Object: cmd.Object, Format: cmd.Format, Rows: int64(r.Rows),
+		Pipeline: cmd.Pipeline, BatchId: cmd.BatchID, Object: obj, Format: format, Rows: int64(rows),
 		Columns: r.Columns, Checks: r.Checks, ChecksPassed: r.AllChecksPassed(), LabelColumn: p.Spec.Dataset.Label,
 		Labelled: r.Labelled, SchemaInferred: inferred, PipelineRevision: int64(rev),
+		RowsIn: int64(r.Rows), RowsQuarantined: int64(r.Rows - rows), QuarantineReasons: quarantined,
+		Anomalies: r.Anomalies, Received: cmd.Object,
 	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
@@ -210,9 +264,10 @@ func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received,
 	if err := v.pub.Publish(ctx, ev); err != nil {
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 	}
-	bus.Logger(ctx).Info("batch validated", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID, "rows", r.Rows,
+	bus.Logger(ctx).Info("batch validated", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID, "rows", rows,
+		"rowsQuarantined", r.Rows-rows, "columnsDropped", r.Undeclared,
 		"seq", entry.Seq, "arrivalSeq", entry.ArrivalSeq, "labelled", r.Labelled, "schemaInferred", inferred)
-	return Outcome{Validated: true, Report: r, EventID: id, SchemaInferred: inferred}, nil
+	return Outcome{Validated: true, Report: r, EventID: id, SchemaInferred: inferred, Object: obj}, nil
 }
 
 func (v *Validator) reject(ctx context.Context, bk *store.Buckets, cmd Received, rev uint64, r *Report) (Outcome, error) {
@@ -222,8 +277,8 @@ func (v *Validator) reject(ctx context.Context, bk *store.Buckets, cmd Received,
 			return store.ErrNoChange // a redelivery
 		}
 		*rej = Rejection{
-			BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Sha256: cmd.Object.GetSha256(), Rows: r.Rows,
-			Reasons: r.Reasons, ReasonsTotal: r.ReasonsTotal, PipelineRevision: rev, EventID: id, At: time.Now().UTC(),
+			Status: StatusRejected, BatchID: cmd.BatchID, ObjectKey: cmd.Object.GetKey(), Sha256: cmd.Object.GetSha256(), Rows: r.Rows,
+			Anomalies: r.Anomalies, Reasons: r.Reasons, ReasonsTotal: r.ReasonsTotal, PipelineRevision: rev, EventID: id, At: time.Now().UTC(),
 		}
 		return nil
 	})
@@ -235,7 +290,7 @@ func (v *Validator) reject(ctx context.Context, bk *store.Buckets, cmd Received,
 		Reasons: r.Reasons, ReasonsTotal: int64(r.ReasonsTotal), Checks: r.Checks,
 		// The batch stays where ingest stored it, and nothing downstream
 		// reads it: that object is its quarantine.
-		Quarantine: cmd.Object, PipelineRevision: int64(rev),
+		Quarantine: cmd.Object, PipelineRevision: int64(rev), Anomalies: r.Anomalies,
 	})
 	if err != nil {
 		return Outcome{}, fmt.Errorf("reject batch %q: %w", cmd.BatchID, err)

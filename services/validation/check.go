@@ -46,12 +46,37 @@ type Report struct {
 	RowsWithErrors int
 	// Columns are the statistics of every column of the batch, in file order.
 	Columns []*gyrev1.ColumnStats
-	// Labelled is true when the label column has at least one value.
+	// Labelled is true when the label column has at least one value (in
+	// the rows passed on).
 	Labelled bool
+	// Quarantine lists every row with a bad cell or a broken rule, in row
+	// order, with all its problems, while there are at most
+	// dataset.maxRowErrors of them: the batch is then validated without
+	// those rows. Nil when there are more (the batch is rejected whole,
+	// and keeping them would only cost memory).
+	Quarantine []QuarantinedRow
+	// Undeclared are the batch's columns that neither the schema, the
+	// label nor the spec's features declare, in file order: they are
+	// dropped from the batch passed on (an Anomaly each).
+	Undeclared []string
+	// Anomalies are the batch's differences from its schema that are not
+	// bad rows, per column.
+	Anomalies []*gyrev1.Anomaly
 }
 
+// QuarantinedRow is one row kept out of a validated batch, with every
+// problem found in it.
+type QuarantinedRow struct {
+	// Row is the 1-based data row of the batch as received.
+	Row     int
+	Reasons []*gyrev1.RejectReason
+}
+
+// AnomalyNewColumn is the anomaly kind of a column nothing declares.
+const AnomalyNewColumn = "new_column"
+
 // Passed reports whether the batch is valid: no problem of the whole batch,
-// and at most maxRowErrors rows with errors.
+// and at most maxRowErrors rows with errors (those are quarantined).
 func (r *Report) Passed(maxRowErrors int) bool {
 	return r.BatchProblems == 0 && r.RowsWithErrors <= maxRowErrors
 }
@@ -84,12 +109,33 @@ type Checker struct {
 	schema  []pipeline.Column
 	dataset pipeline.Dataset
 	rules   *pipeline.RuleSet
+	// features are the spec's feature columns: declared even where the
+	// schema (inferred) does not list them.
+	features []string
 }
 
 // NewChecker returns a checker of the dataset's label, missing shares and
 // rules against schema (declared or inferred).
 func NewChecker(schema []pipeline.Column, dataset pipeline.Dataset, rules *pipeline.RuleSet) *Checker {
 	return &Checker{schema: schema, dataset: dataset, rules: rules}
+}
+
+// WithFeatures counts the columns of the spec's features as declared: with
+// an inferred schema, naming a new column among spec.features is how a
+// spec starts using it.
+func (c *Checker) WithFeatures(features []pipeline.Feature) *Checker {
+	c.features = c.features[:0]
+	for _, f := range features {
+		c.features = append(c.features, f.Name)
+	}
+	return c
+}
+
+// declared reports whether a column of a batch is declared: in the schema,
+// the label, or a feature.
+func (c *Checker) declared(name string) bool {
+	return name == c.dataset.Label || slices.Contains(c.features, name) ||
+		slices.ContainsFunc(c.schema, func(col pipeline.Column) bool { return col.Name == name })
 }
 
 // cellCheck is the per-column state of Check.
@@ -222,6 +268,13 @@ func (c *Checker) Check(t *table.Table) *Report {
 		if len(reasons) > 0 {
 			r.RowsWithErrors++
 			r.ReasonsTotal += len(reasons)
+			// Within the tolerance, the row is quarantined and the batch
+			// goes on without it; past it, the batch is rejected whole.
+			if r.RowsWithErrors <= c.dataset.MaxRowErrors {
+				r.Quarantine = append(r.Quarantine, QuarantinedRow{Row: i + 1, Reasons: reasons})
+			} else {
+				r.Quarantine = nil
+			}
 			// Keep no more than a report can carry.
 			if kept < MaxReasons {
 				rowReasons[i] = reasons
@@ -249,6 +302,22 @@ func (c *Checker) Check(t *table.Table) *Report {
 		}
 	}
 
+	if r.Rows > 0 && len(r.Quarantine) == r.Rows {
+		// Quarantining every row would pass on an empty batch, which no
+		// reader takes: it is rejected like one with too many bad rows.
+		addBatch("", "rows", fmt.Sprintf("every one of the %d rows has a problem (maxRowErrors %d): no row is left to pass on",
+			r.Rows, c.dataset.MaxRowErrors))
+	}
+	for _, name := range t.Columns {
+		if c.declared(name) {
+			continue
+		}
+		r.Undeclared = append(r.Undeclared, name)
+		r.Anomalies = append(r.Anomalies, &gyrev1.Anomaly{Column: name, Kind: AnomalyNewColumn, Reason: fmt.Sprintf(
+			"column %q is not declared (not in the schema, not the label, not a feature): it is dropped from the batch passed on "+
+				"and not used until the spec declares it in spec.dataset.schema or spec.features", name)})
+	}
+
 	r.ReasonsTotal += len(batchReasons)
 	r.Reasons = append(r.Reasons, batchReasons...)
 	for i := 0; i < r.Rows && len(r.Reasons) < MaxReasons; i++ {
@@ -271,9 +340,21 @@ func (c *Checker) Check(t *table.Table) *Report {
 		}
 		r.Checks = append(r.Checks, ch.pb)
 	}
-	r.Columns = stats(t, types)
+	// Statistics and the label's presence describe the rows passed on: a
+	// quarantined row must not move them.
+	var dropped []bool
+	if len(r.Quarantine) > 0 {
+		dropped = make([]bool, r.Rows)
+		for _, q := range r.Quarantine {
+			dropped[q.Row-1] = true
+		}
+	}
+	r.Columns = stats(t, types, dropped)
 	if li := t.Index(c.dataset.Label); li >= 0 {
 		for i := range t.Rows {
+			if dropped != nil && dropped[i] {
+				continue
+			}
 			if !t.IsMissing(i, li) && strings.TrimSpace(t.Rows[i][li]) != "" {
 				r.Labelled = true
 				break
@@ -358,16 +439,21 @@ func inCategories(v string, cats []string) bool {
 	return false
 }
 
-// stats summarises every column of t in file order: numeric columns with
+// stats summarises every column of t in file order, over the rows not
+// dropped (every row when dropped is nil): numeric columns with
 // drift.Numeric (values that do not parse count as missing), the others
 // with their top categories.
-func stats(t *table.Table, types []string) []*gyrev1.ColumnStats {
+func stats(t *table.Table, types []string, dropped []bool) []*gyrev1.ColumnStats {
 	out := make([]*gyrev1.ColumnStats, len(t.Columns))
+	skip := func(i int) bool { return dropped != nil && dropped[i] }
 	for j, name := range t.Columns {
 		switch types[j] {
 		case pipeline.TypeFloat, pipeline.TypeInt:
 			a := drift.NewNumeric()
 			for i := range t.Rows {
+				if skip(i) {
+					continue
+				}
 				if t.IsMissing(i, j) {
 					a.AddMissing()
 					continue
@@ -383,6 +469,9 @@ func stats(t *table.Table, types []string) []*gyrev1.ColumnStats {
 		default:
 			a := drift.NewCategorical()
 			for i := range t.Rows {
+				if skip(i) {
+					continue
+				}
 				if t.IsMissing(i, j) {
 					a.AddMissing()
 					continue

@@ -5,13 +5,15 @@
 // when the spec has none) and CEL row rules. It emits data.batch.validated
 // with a report of each check and column statistics, or data.batch.rejected
 // and quarantines the batch; it follows pipeline.applied to know each
-// pipeline's current spec.
+// pipeline's current spec. Within spec.dataset.maxRowErrors, the rows a
+// check flags are quarantined and the columns nothing declares dropped: the
+// batch is passed on as a cleaned copy without them (see quarantine.go).
 //
 // The checks (Checker) are plain functions of a table and a schema; the
 // application code (Validator) loads the spec and the batch, keeps the
 // state the contract of docs/loop.md names — the validated-batch log
 // batches.<pipeline> (in arrival order), the inferred schema
-// schema.<pipeline>, the reasons of a rejected batch
+// schema.<pipeline>, what was kept out of a batch
 // rejected.<pipeline>.<batch> — and emits; the ports decode events into its
 // commands. A rejected batch changes nothing but its own
 // record: it never enters the validated-batch log.
@@ -51,7 +53,14 @@ has its column's type (float, int, bool; NaN and Inf are invalid in numeric colu
 min/max; categories; the share of missing values per column is at most maxMissingShare;
 every CEL rule of spec.dataset.rules holds. More than spec.dataset.maxRowErrors bad rows
 (default 0), or any problem of the whole batch, rejects it, with up to 100 reasons naming
-column, row and value. A validated batch is added to the pipeline's validated-batch
+column, row and value. Up to maxRowErrors bad rows are quarantined instead: the batch is
+validated without them, and without the columns that neither the schema, the label nor
+spec.features declares (a new_column anomaly each); what is passed on is a cleaned CSV
+copy in gyre-batches (<pipeline>/validated/<sha256>.csv), named by data.batch.validated
+and the log, so no quarantined row reaches features, training or reference statistics.
+The reasons are kept at gyre-state rejected.<pipeline>.<batch> and served at
+GET /v1/pipelines/{pipeline}/rejected[/{batch}] (scope read; gyre data rejected).
+A validated batch is added to the pipeline's validated-batch
 log (gyre-state batches.<pipeline>) at its arrival position, the stream sequence of its
 data.batch.received, so the log follows arrival even when a batch's validation finishes
 late; a rejected one changes nothing else.`
@@ -89,6 +98,14 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
+	// What was kept out of batches is data about the data: reading it
+	// needs read.
+	if err := rt.HandleScoped(RejectedRoute, service.ScopeRead, http.HandlerFunc(s.serveRejected)); err != nil {
+		return nil, err
+	}
+	if err := rt.HandleScoped(RejectedBatchRoute, service.ScopeRead, http.HandlerFunc(s.serveRejectedBatch)); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -96,7 +113,8 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 // drains; it returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error { return s.rt.Run(ctx) }
 
-// Handler serves GET /healthz, /readyz and /metrics.
+// Handler serves GET /healthz, /readyz, /metrics and the quarantine
+// routes (RejectedRoute, RejectedBatchRoute).
 func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 
 // Name returns the service's name.
