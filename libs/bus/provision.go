@@ -153,6 +153,9 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
+			if _, again := js.Stream(ctx, want.Name); again == nil {
+				return lostRace(ch), nil
+			}
 			return ch, fmt.Errorf("create stream %s: %w", want.Name, err)
 		}
 		ch.Action = Created
@@ -204,6 +207,16 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	}
 	ch.Action, ch.Diff = Updated, diff
 	return ch, nil
+}
+
+// lostRace is the change of a resource that another process created while
+// this one did: services starting together all find a stream missing and
+// all create it, and a NATS 2.9 server may answer the losers with an error
+// (subjects overlap with an existing stream) rather than the stream. It is
+// there, as declared by the same catalog: the next provisioning compares it.
+func lostRace(ch Change) Change {
+	ch.Action = Unchanged
+	return ch
 }
 
 func provisionConsumer(ctx context.Context, js jetstream.JetStream, decl events.Consumer) (Change, error) {
@@ -260,6 +273,9 @@ func provisionKV(ctx context.Context, js jetstream.JetStream, want jetstream.Key
 	kv, err := js.KeyValue(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		if _, err := js.CreateKeyValue(ctx, want); err != nil {
+			if _, again := js.KeyValue(ctx, want.Bucket); again == nil {
+				return lostRace(ch), nil
+			}
 			return ch, fmt.Errorf("create kv bucket %s: %w", want.Bucket, err)
 		}
 		ch.Action = Created
@@ -304,6 +320,9 @@ func provisionObjectStore(ctx context.Context, js jetstream.JetStream, want jets
 	obs, err := js.ObjectStore(ctx, want.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		if _, err := js.CreateObjectStore(ctx, want); err != nil {
+			if _, again := js.ObjectStore(ctx, want.Bucket); again == nil {
+				return lostRace(ch), nil
+			}
 			return ch, fmt.Errorf("create object store %s: %w", want.Bucket, err)
 		}
 		ch.Action = Created

@@ -231,3 +231,27 @@ func TestProvisionCreateOnlyReportsWhatDiffers(t *testing.T) {
 		t.Fatalf("create-only provisioning changed %s's max age to %s", old.Name, st.CachedInfo().Config.MaxAge)
 	}
 }
+
+// TestProvisionConcurrently: services start together and provision the
+// same topology at once (every one finds the streams missing); each one
+// succeeds, whichever created what.
+func TestProvisionConcurrently(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 32
+	errs := make(chan error, n)
+	for range n {
+		_, js := srv.Connect(t)
+		go func() {
+			_, err := bus.Provision(ctx, js, bus.FullTopology())
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent provisioning: %v", err)
+		}
+	}
+}

@@ -56,6 +56,12 @@ type forest struct {
 	steps []int32
 	outs  int
 	nIn   int
+	// sum32 rounds every score to float32 after each tree's value is added,
+	// as XGBoost sums its float32 margins (xgboost.go): with float32 leaf
+	// values and baseline the sums are then bit-identical to XGBoost's (the
+	// float64 sum of two float32s rounded to float32 is their float32 sum:
+	// 53 ≥ 2·24+2 bits, so the double rounding is harmless).
+	sum32 bool
 	// scratch holds *blockScratch: a serving process scores many small
 	// batches, and a block's buffers (4 KiB and more) would otherwise be
 	// most of what each call allocates.
@@ -169,8 +175,14 @@ func (f *forest) addBlock(acc, xt []float64, nr int, rows [][]float64, special [
 				}
 			}
 		}
-		for r := 0; r < nr; r++ {
-			acc[r*outs+k] += values[idx[r]]
+		if f.sum32 {
+			for r := 0; r < nr; r++ {
+				acc[r*outs+k] = float64(float32(acc[r*outs+k] + values[idx[r]]))
+			}
+		} else {
+			for r := 0; r < nr; r++ {
+				acc[r*outs+k] += values[idx[r]]
+			}
 		}
 		if k++; k == outs {
 			k = 0
