@@ -122,6 +122,7 @@ var contracts = map[string][]rule{
 		atLeast("referenceModelVersion", 0),
 		oneOfOrEmpty("method", driftMethods...),
 		required("features[].feature"),
+		oneOfOrEmpty("features[].method", driftTests...),
 		between("shareDrifted", 0, 1),
 		between("shareThreshold", 0, 1),
 		atLeast("rows", 0),
@@ -131,6 +132,7 @@ var contracts = map[string][]rule{
 		atLeast("referenceModelVersion", 1),
 		oneOf("method", driftMethods...),
 		required("features[].feature"),
+		oneOfOrEmpty("features[].method", driftTests...),
 		required("driftedFeatures"),
 		between("shareDrifted", 0, 1),
 		between("shareThreshold", 0, 1),
@@ -296,7 +298,8 @@ var contracts = map[string][]rule{
 // Enum-like values shared by several payloads.
 var (
 	batchFormats    = []string{FormatCSV, FormatJSONL, FormatParquet}
-	driftMethods    = []string{"psi", "ks", "wasserstein", "jensenshannon", "chisquare"}
+	driftMethods    = []string{"psi", "ks", "wasserstein", "jensenshannon", "chisquare", "z", "auto"}
+	driftTests      = []string{"psi", "ks", "wasserstein", "jensenshannon", "chisquare", "z"}
 	trainingReasons = []string{"bootstrap", "new-data", "drift", "performance", "manual", "schedule"}
 	algorithms      = []string{"logreg", "gbdt", "mlp", "command"}
 	gateKinds       = []string{"min", "max", "minDeltaVsChampion", "maxDeltaVsChampion"}

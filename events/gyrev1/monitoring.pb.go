@@ -30,18 +30,28 @@ type FeatureDrift struct {
 	// Feature name.
 	Feature string `protobuf:"bytes,1,opt,name=feature,proto3" json:"feature,omitempty"`
 	// Drift score of the method (PSI, KS statistic, Wasserstein distance,
-	// Jensen-Shannon distance or chi-square statistic); higher means more drift.
+	// Jensen-Shannon distance, chi-square statistic or |z|); higher means more
+	// drift.
 	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
-	// p-value of the test, for methods that have one ("ks", "chisquare");
+	// p-value of the test, for methods that have one ("ks", "chisquare", "z");
 	// 0 otherwise.
 	PValue float64 `protobuf:"fixed64,3,opt,name=p_value,json=pValue,proto3" json:"p_value,omitempty"`
-	// Threshold the score was compared with.
+	// Threshold the score (or, with by_p_value, the p-value) was compared with.
 	Threshold float64 `protobuf:"fixed64,4,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// True when the feature drifted (score above threshold, or p-value below
-	// it for test-based methods).
+	// it when by_p_value).
 	Drifted bool `protobuf:"varint,5,opt,name=drifted,proto3" json:"drifted,omitempty"`
 	// Number of non-missing values of the feature in the batch.
-	Rows          int64 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	Rows int64 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Test run on this feature: "psi", "ks", "wasserstein", "jensenshannon",
+	// "chisquare" or "z"; under method "auto", the one picked for the feature
+	// (by its kind, the reference's size and its number of distinct values).
+	// Empty in events from before it was recorded: the event's method.
+	Method string `protobuf:"bytes,7,opt,name=method,proto3" json:"method,omitempty"`
+	// True when the verdict compared p_value with threshold (drifted when
+	// below): "chisquare", "z", and the "ks" that "auto" picks; false when it
+	// compared score (drifted when above).
+	ByPValue      bool `protobuf:"varint,8,opt,name=by_p_value,json=byPValue,proto3" json:"by_p_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -118,6 +128,97 @@ func (x *FeatureDrift) GetRows() int64 {
 	return 0
 }
 
+func (x *FeatureDrift) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *FeatureDrift) GetByPValue() bool {
+	if x != nil {
+		return x.ByPValue
+	}
+	return false
+}
+
+// SkippedFeature is a monitored feature that was not measured on a batch,
+// and why.
+type SkippedFeature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Feature name.
+	Feature string `protobuf:"bytes,1,opt,name=feature,proto3" json:"feature,omitempty"`
+	// Why: not in the batch, no values, too few rows, constant (one value in
+	// the reference and the batch), a method that does not apply, no
+	// reference statistics.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Test that would have run, when known (empty under "auto" when it could
+	// not pick one).
+	Method string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// Number of non-missing values of the feature in the batch, when known.
+	Rows          int64 `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkippedFeature) Reset() {
+	*x = SkippedFeature{}
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkippedFeature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkippedFeature) ProtoMessage() {}
+
+func (x *SkippedFeature) ProtoReflect() protoreflect.Message {
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkippedFeature.ProtoReflect.Descriptor instead.
+func (*SkippedFeature) Descriptor() ([]byte, []int) {
+	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SkippedFeature) GetFeature() string {
+	if x != nil {
+		return x.Feature
+	}
+	return ""
+}
+
+func (x *SkippedFeature) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SkippedFeature) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *SkippedFeature) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
 // DriftMeasured (dev.gyre.drift.measured.v1): per-feature drift of a batch,
 // emitted for every batch the monitor sees, drifted or not.
 type DriftMeasured struct {
@@ -129,9 +230,12 @@ type DriftMeasured struct {
 	// Model version whose training data is the reference (the champion); 0
 	// when there is none yet and nothing was compared.
 	ReferenceModelVersion int64 `protobuf:"varint,3,opt,name=reference_model_version,json=referenceModelVersion,proto3" json:"reference_model_version,omitempty"`
-	// Method: "psi", "ks", "wasserstein", "jensenshannon" or "chisquare".
+	// Method: "psi", "ks", "wasserstein", "jensenshannon", "chisquare", "z"
+	// or "auto" (a test per feature: see features[].method).
 	Method string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
-	// Per-feature threshold of the policy (drift.threshold).
+	// Per-feature threshold of the policy (drift.threshold); 0 under "auto",
+	// whose thresholds are per test. features[].threshold is the one each
+	// feature was judged with.
 	Threshold float64 `protobuf:"fixed64,5,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// One entry per feature compared, in feature order.
 	Features []*FeatureDrift `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
@@ -150,13 +254,16 @@ type DriftMeasured struct {
 	ReferenceRows int64 `protobuf:"varint,12,opt,name=reference_rows,json=referenceRows,proto3" json:"reference_rows,omitempty"`
 	// Feature-set version of the batch's features.
 	FeatureSetVersion string `protobuf:"bytes,13,opt,name=feature_set_version,json=featureSetVersion,proto3" json:"feature_set_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Every monitored feature that was not compared, in feature order, with
+	// the reason: features and skipped_features together list every feature.
+	SkippedFeatures []*SkippedFeature `protobuf:"bytes,14,rep,name=skipped_features,json=skippedFeatures,proto3" json:"skipped_features,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DriftMeasured) Reset() {
 	*x = DriftMeasured{}
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[1]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +275,7 @@ func (x *DriftMeasured) String() string {
 func (*DriftMeasured) ProtoMessage() {}
 
 func (x *DriftMeasured) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[1]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +288,7 @@ func (x *DriftMeasured) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftMeasured.ProtoReflect.Descriptor instead.
 func (*DriftMeasured) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{1}
+	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DriftMeasured) GetPipeline() string {
@@ -275,6 +382,13 @@ func (x *DriftMeasured) GetFeatureSetVersion() string {
 	return ""
 }
 
+func (x *DriftMeasured) GetSkippedFeatures() []*SkippedFeature {
+	if x != nil {
+		return x.SkippedFeatures
+	}
+	return nil
+}
+
 // DriftDetected (dev.gyre.drift.detected.v1): the drift policy was crossed;
 // the trainer scheduler may request retraining.
 type DriftDetected struct {
@@ -285,9 +399,11 @@ type DriftDetected struct {
 	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	// Model version whose training data is the reference (the champion).
 	ReferenceModelVersion int64 `protobuf:"varint,3,opt,name=reference_model_version,json=referenceModelVersion,proto3" json:"reference_model_version,omitempty"`
-	// Method: "psi", "ks", "wasserstein", "jensenshannon" or "chisquare".
+	// Method: "psi", "ks", "wasserstein", "jensenshannon", "chisquare", "z"
+	// or "auto" (a test per feature: see features[].method).
 	Method string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
-	// Per-feature threshold of the policy.
+	// Per-feature threshold of the policy; 0 under "auto" (see
+	// features[].threshold).
 	Threshold float64 `protobuf:"fixed64,5,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// Every feature compared, drifted or not, in feature order.
 	Features []*FeatureDrift `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
@@ -303,13 +419,16 @@ type DriftDetected struct {
 	ReferenceRows int64 `protobuf:"varint,11,opt,name=reference_rows,json=referenceRows,proto3" json:"reference_rows,omitempty"`
 	// Feature-set version of the batch's features.
 	FeatureSetVersion string `protobuf:"bytes,12,opt,name=feature_set_version,json=featureSetVersion,proto3" json:"feature_set_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Every monitored feature that was not compared, in feature order, with
+	// the reason.
+	SkippedFeatures []*SkippedFeature `protobuf:"bytes,13,rep,name=skipped_features,json=skippedFeatures,proto3" json:"skipped_features,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DriftDetected) Reset() {
 	*x = DriftDetected{}
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[2]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +440,7 @@ func (x *DriftDetected) String() string {
 func (*DriftDetected) ProtoMessage() {}
 
 func (x *DriftDetected) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[2]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +453,7 @@ func (x *DriftDetected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriftDetected.ProtoReflect.Descriptor instead.
 func (*DriftDetected) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{2}
+	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DriftDetected) GetPipeline() string {
@@ -421,6 +540,13 @@ func (x *DriftDetected) GetFeatureSetVersion() string {
 	return ""
 }
 
+func (x *DriftDetected) GetSkippedFeatures() []*SkippedFeature {
+	if x != nil {
+		return x.SkippedFeatures
+	}
+	return nil
+}
+
 // PerformanceDegraded (dev.gyre.performance.degraded.v1): the live accuracy
 // of the serving model, measured by joining prediction.logged with
 // label.received, fell below the policy (drift.accuracyDrop).
@@ -453,7 +579,7 @@ type PerformanceDegraded struct {
 
 func (x *PerformanceDegraded) Reset() {
 	*x = PerformanceDegraded{}
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[3]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +591,7 @@ func (x *PerformanceDegraded) String() string {
 func (*PerformanceDegraded) ProtoMessage() {}
 
 func (x *PerformanceDegraded) ProtoReflect() protoreflect.Message {
-	mi := &file_gyre_v1_monitoring_proto_msgTypes[3]
+	mi := &file_gyre_v1_monitoring_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +604,7 @@ func (x *PerformanceDegraded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PerformanceDegraded.ProtoReflect.Descriptor instead.
 func (*PerformanceDegraded) Descriptor() ([]byte, []int) {
-	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{3}
+	return file_gyre_v1_monitoring_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PerformanceDegraded) GetPipeline() string {
@@ -555,14 +681,22 @@ var File_gyre_v1_monitoring_proto protoreflect.FileDescriptor
 
 const file_gyre_v1_monitoring_proto_rawDesc = "" +
 	"\n" +
-	"\x18gyre/v1/monitoring.proto\x12\agyre.v1\"\xa3\x01\n" +
+	"\x18gyre/v1/monitoring.proto\x12\agyre.v1\"\xd9\x01\n" +
 	"\fFeatureDrift\x12\x18\n" +
 	"\afeature\x18\x01 \x01(\tR\afeature\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x17\n" +
 	"\ap_value\x18\x03 \x01(\x01R\x06pValue\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x01R\tthreshold\x12\x18\n" +
 	"\adrifted\x18\x05 \x01(\bR\adrifted\x12\x12\n" +
-	"\x04rows\x18\x06 \x01(\x03R\x04rows\"\xd5\x03\n" +
+	"\x04rows\x18\x06 \x01(\x03R\x04rows\x12\x16\n" +
+	"\x06method\x18\a \x01(\tR\x06method\x12\x1c\n" +
+	"\n" +
+	"by_p_value\x18\b \x01(\bR\bbyPValue\"n\n" +
+	"\x0eSkippedFeature\x12\x18\n" +
+	"\afeature\x18\x01 \x01(\tR\afeature\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x12\n" +
+	"\x04rows\x18\x04 \x01(\x03R\x04rows\"\x99\x04\n" +
 	"\rDriftMeasured\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x126\n" +
@@ -577,7 +711,8 @@ const file_gyre_v1_monitoring_proto_rawDesc = "" +
 	" \x01(\x03R\x04rows\x12\x19\n" +
 	"\bmin_rows\x18\v \x01(\x03R\aminRows\x12%\n" +
 	"\x0ereference_rows\x18\f \x01(\x03R\rreferenceRows\x12.\n" +
-	"\x13feature_set_version\x18\r \x01(\tR\x11featureSetVersion\"\xcb\x03\n" +
+	"\x13feature_set_version\x18\r \x01(\tR\x11featureSetVersion\x12B\n" +
+	"\x10skipped_features\x18\x0e \x03(\v2\x17.gyre.v1.SkippedFeatureR\x0fskippedFeatures\"\x8f\x04\n" +
 	"\rDriftDetected\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x19\n" +
 	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x126\n" +
@@ -591,7 +726,8 @@ const file_gyre_v1_monitoring_proto_rawDesc = "" +
 	"\x04rows\x18\n" +
 	" \x01(\x03R\x04rows\x12%\n" +
 	"\x0ereference_rows\x18\v \x01(\x03R\rreferenceRows\x12.\n" +
-	"\x13feature_set_version\x18\f \x01(\tR\x11featureSetVersion\"\xd1\x02\n" +
+	"\x13feature_set_version\x18\f \x01(\tR\x11featureSetVersion\x12B\n" +
+	"\x10skipped_features\x18\r \x03(\v2\x17.gyre.v1.SkippedFeatureR\x0fskippedFeatures\"\xd1\x02\n" +
 	"\x13PerformanceDegraded\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x03R\fmodelVersion\x12\x16\n" +
@@ -617,21 +753,24 @@ func file_gyre_v1_monitoring_proto_rawDescGZIP() []byte {
 	return file_gyre_v1_monitoring_proto_rawDescData
 }
 
-var file_gyre_v1_monitoring_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_gyre_v1_monitoring_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_gyre_v1_monitoring_proto_goTypes = []any{
 	(*FeatureDrift)(nil),        // 0: gyre.v1.FeatureDrift
-	(*DriftMeasured)(nil),       // 1: gyre.v1.DriftMeasured
-	(*DriftDetected)(nil),       // 2: gyre.v1.DriftDetected
-	(*PerformanceDegraded)(nil), // 3: gyre.v1.PerformanceDegraded
+	(*SkippedFeature)(nil),      // 1: gyre.v1.SkippedFeature
+	(*DriftMeasured)(nil),       // 2: gyre.v1.DriftMeasured
+	(*DriftDetected)(nil),       // 3: gyre.v1.DriftDetected
+	(*PerformanceDegraded)(nil), // 4: gyre.v1.PerformanceDegraded
 }
 var file_gyre_v1_monitoring_proto_depIdxs = []int32{
 	0, // 0: gyre.v1.DriftMeasured.features:type_name -> gyre.v1.FeatureDrift
-	0, // 1: gyre.v1.DriftDetected.features:type_name -> gyre.v1.FeatureDrift
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1, // 1: gyre.v1.DriftMeasured.skipped_features:type_name -> gyre.v1.SkippedFeature
+	0, // 2: gyre.v1.DriftDetected.features:type_name -> gyre.v1.FeatureDrift
+	1, // 3: gyre.v1.DriftDetected.skipped_features:type_name -> gyre.v1.SkippedFeature
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_gyre_v1_monitoring_proto_init() }
@@ -645,7 +784,7 @@ func file_gyre_v1_monitoring_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gyre_v1_monitoring_proto_rawDesc), len(file_gyre_v1_monitoring_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

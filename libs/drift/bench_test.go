@@ -6,7 +6,7 @@ import "testing"
 // 1,000 rows against 5,000-row references.
 func BenchmarkEvaluate(b *testing.B) {
 	refs, batch := sixFeatures(b, 3)
-	for _, m := range Methods() {
+	for _, m := range append(numericMethods(), Auto) {
 		b.Run(string(m), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

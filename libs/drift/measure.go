@@ -15,7 +15,7 @@ import (
 // condition: retrying cannot fix it.
 var (
 	// ErrUnknownMethod: a method name outside psi, ks, wasserstein,
-	// jensenshannon, chisquare.
+	// jensenshannon, chisquare, z, auto.
 	ErrUnknownMethod = errors.New("drift: unknown method")
 	// ErrNoValues: a reference or a batch column with no non-missing value.
 	ErrNoValues = errors.New("drift: no values")
@@ -23,7 +23,8 @@ var (
 	// Reference.Validate), e.g. corrupted in storage.
 	ErrInvalidReference = errors.New("drift: invalid reference")
 	// ErrNotApplicable: the method or the sample does not fit the feature's
-	// kind (ks on a categorical feature, numbers for a categorical one).
+	// kind (ks on a categorical feature, z on one with more than two
+	// values, numbers for a categorical one).
 	ErrNotApplicable = errors.New("drift: not applicable")
 	// ErrOutOfRange: values so far apart (near ±1.8e308) that a statistic
 	// overflows.
@@ -45,13 +46,17 @@ const (
 	Wasserstein   Method = "wasserstein"
 	JensenShannon Method = "jensenshannon"
 	ChiSquare     Method = "chisquare"
+	// ZTest is the two-proportion Z-test of a binary feature.
+	ZTest Method = "z"
+	// Auto picks one of the others per feature (see [Select]).
+	Auto Method = "auto"
 )
 
 // PSIEpsilon is the share given to a bin that is empty on one side when
 // computing PSI, which is otherwise infinite (see the package doc).
 const PSIEpsilon = 1e-4
 
-var methods = []Method{PSI, KS, Wasserstein, JensenShannon, ChiSquare}
+var methods = []Method{PSI, KS, Wasserstein, JensenShannon, ChiSquare, ZTest, Auto}
 
 // Methods returns every method, in the spec's order.
 func Methods() []Method { return slices.Clone(methods) }
@@ -63,7 +68,7 @@ func ParseMethod(s string) (Method, error) {
 	if slices.Contains(methods, m) {
 		return m, nil
 	}
-	return "", fmt.Errorf("%w %q: want one of psi, ks, wasserstein, jensenshannon, chisquare", ErrUnknownMethod, s)
+	return "", fmt.Errorf("%w %q: want one of psi, ks, wasserstein, jensenshannon, chisquare, z, auto", ErrUnknownMethod, s)
 }
 
 // UnmarshalText parses a method, so that decoding a spec rejects unknown
@@ -79,30 +84,36 @@ func (m *Method) UnmarshalText(b []byte) error {
 
 // DefaultThreshold is the threshold used when a policy gives 0 (see the
 // package doc): 0.2 for psi, 0.1 for ks, wasserstein and jensenshannon, and
-// the p-value 0.05 for chisquare; 0 for an unknown method.
+// the p-value 0.05 for chisquare and z; 0 for auto, whose thresholds are per
+// test (Policy.PValueThreshold, Policy.DistanceThreshold), and for an
+// unknown method.
 func (m Method) DefaultThreshold() float64 {
 	switch m {
 	case PSI:
 		return 0.2
 	case KS, Wasserstein, JensenShannon:
 		return 0.1
-	case ChiSquare:
+	case ChiSquare, ZTest:
 		return 0.05
 	}
 	return 0
 }
 
 // UsesPValue reports whether the verdict compares the p-value with the
-// threshold (drifted when below) rather than the score (drifted when above).
-func (m Method) UsesPValue() bool { return m == ChiSquare }
+// threshold (drifted when below) rather than the score (drifted when above)
+// when the method is named in a policy: true for chisquare and z. (ks named
+// in a policy is judged on D; auto judges the ks it picks on its p-value,
+// see Score.ByPValue.)
+func (m Method) UsesPValue() bool { return m == ChiSquare || m == ZTest }
 
 // HasPValue reports whether the method reports a p-value.
-func (m Method) HasPValue() bool { return m == KS || m == ChiSquare }
+func (m Method) HasPValue() bool { return m == KS || m == ChiSquare || m == ZTest }
 
 // Drifted applies the method's verdict to a score: p-value below threshold
-// for chisquare, score above threshold for the others.
+// for chisquare and z, score above threshold for the others, and for auto
+// the verdict of the test it picked (Score.ByPValue).
 func (m Method) Drifted(s Score, threshold float64) bool {
-	if m.UsesPValue() {
+	if m.UsesPValue() || m == Auto && s.ByPValue {
 		return s.PValue < threshold
 	}
 	return s.Value > threshold
@@ -110,11 +121,17 @@ func (m Method) Drifted(s Score, threshold float64) bool {
 
 // Score is a method's measure of one feature of a batch.
 type Score struct {
+	// Method is the test that was run: the one asked for, or the one auto
+	// picked.
 	Method Method `json:"method"`
-	// Value is the method's score; higher means more drift.
+	// Value is the method's score; higher means more drift (for z, |z|).
 	Value float64 `json:"value"`
-	// PValue is the test's p-value for ks and chisquare, 0 otherwise.
+	// PValue is the test's p-value for ks, chisquare and z, 0 otherwise.
 	PValue float64 `json:"pValue"`
+	// ByPValue says that the verdict reads PValue (drifted when below the
+	// threshold) rather than Value (drifted when above): chisquare and z,
+	// and the ks that auto picks.
+	ByPValue bool `json:"byPValue,omitempty"`
 	// Rows and Missing count the batch's non-missing and missing values.
 	Rows    int64 `json:"rows"`
 	Missing int64 `json:"missing,omitempty"`
@@ -136,8 +153,10 @@ func Measure(m Method, ref Reference, cur []float64) (Score, error) {
 }
 
 // MeasureSample scores one feature of a batch against ref with method m.
-// ks and wasserstein need a numeric feature; psi, jensenshannon and
-// chisquare work on both kinds. The result is finite, or an error.
+// ks and wasserstein need a numeric feature, z a binary one (two values in
+// the reference and the batch together); psi, jensenshannon and chisquare
+// work on both kinds; auto runs the test [Select] picks. The result is
+// finite, or an error.
 func MeasureSample(m Method, ref Reference, cur Sample) (Score, error) {
 	m, err := ParseMethod(string(m))
 	if err != nil {
@@ -149,6 +168,12 @@ func MeasureSample(m Method, ref Reference, cur Sample) (Score, error) {
 	if len(cur.Values) > 0 && len(cur.Categories) > 0 {
 		return Score{}, fmt.Errorf("%w: a sample has values or categories, not both", ErrNotApplicable)
 	}
+	byP := m.UsesPValue()
+	if m == Auto {
+		if m, byP, err = Select(ref, cur); err != nil {
+			return Score{}, err
+		}
+	}
 	var s Score
 	if ref.Kind == KindNumeric {
 		s, err = measureNumeric(m, ref, cur)
@@ -158,7 +183,7 @@ func MeasureSample(m Method, ref Reference, cur Sample) (Score, error) {
 	if err != nil {
 		return Score{}, err
 	}
-	s.Method = m
+	s.Method, s.ByPValue = m, byP
 	if !finite(s.Value) || !(s.PValue >= 0 && s.PValue <= 1) {
 		return Score{}, fmt.Errorf("%w: %s score %v, p-value %v", ErrOutOfRange, m, s.Value, s.PValue)
 	}
@@ -200,8 +225,7 @@ func measureNumeric(m Method, ref Reference, cur Sample) (Score, error) {
 	for _, x := range xs {
 		curc[binIndex(ref.Edges, x)+1]++
 	}
-	binned(m, refc, curc, &s)
-	return s, nil
+	return s, binned(m, refc, curc, &s)
 }
 
 func measureCategorical(m Method, ref Reference, cur Sample) (Score, error) {
@@ -239,12 +263,11 @@ func measureCategorical(m Method, ref Reference, cur Sample) (Score, error) {
 	if s.Rows == 0 {
 		return s, fmt.Errorf("%w: the batch has %d missing values and no other", ErrNoValues, s.Missing)
 	}
-	binned(m, refc, curc, &s)
-	return s, nil
+	return s, binned(m, refc, curc, &s)
 }
 
 // binned computes a bin-based method on reference and current counts.
-func binned(m Method, refc, curc []float64, s *Score) {
+func binned(m Method, refc, curc []float64, s *Score) error {
 	switch m {
 	case PSI:
 		s.Value = psi(refc, curc)
@@ -252,7 +275,12 @@ func binned(m Method, refc, curc []float64, s *Score) {
 		s.Value = jensenShannon(refc, curc)
 	case ChiSquare:
 		s.Value, s.PValue = chiSquare(refc, curc)
+	case ZTest:
+		var err error
+		s.Value, s.PValue, err = zTest(refc, curc)
+		return err
 	}
+	return nil
 }
 
 func sum(xs []float64) float64 {
@@ -328,6 +356,35 @@ func chiSquare(refc, curc []float64) (stat, p float64) {
 		}
 	}
 	return stat, distuv.ChiSquared{K: float64(df)}.Survival(stat)
+}
+
+// zTest is the two-sided two-proportion Z-test with pooled variance
+// (Evidently's "z" test, proportions_diff_z_stat_ind) on reference and
+// current counts that have at most two non-empty bins (values): with shares
+// p1 and p2 of the first bin and pooled share P,
+// z = (p1 - p2) / √(P(1-P)(1/n1 + 1/n2)) and p = 2·(1 - Φ(|z|)), computed as
+// 2·Φ(-|z|) (gonum's standard normal) so that small p-values keep their
+// precision. It returns |z| and p. One non-empty bin on both sides is no
+// difference (0, 1); more than two bins is not a binary feature.
+func zTest(refc, curc []float64) (z, p float64, err error) {
+	var cols []int
+	for i := range refc {
+		if refc[i]+curc[i] > 0 {
+			cols = append(cols, i)
+		}
+	}
+	switch {
+	case len(cols) > 2:
+		return 0, 0, fmt.Errorf("%w: z needs a binary feature, and the reference and the batch hold %d values (bins) together", ErrNotApplicable, len(cols))
+	case len(cols) < 2:
+		return 0, 1, nil
+	}
+	n1, n2 := sum(refc), sum(curc)
+	a, b := refc[cols[0]], curc[cols[0]]
+	p1, p2 := a/n1, b/n2
+	pooled := (a + b) / (n1 + n2)
+	z = math.Abs(p1-p2) / math.Sqrt(pooled*(1-pooled)*(1/n1+1/n2))
+	return z, 2 * distuv.UnitNormal.Survival(z), nil
 }
 
 // wassersteinScale is the divisor of the Wasserstein distance: the

@@ -49,6 +49,10 @@ func catS(parts ...[]string) []string {
 	return xs
 }
 
+// numericMethods are the methods that measure any numeric feature: z needs
+// a binary one, and auto picks one of these.
+func numericMethods() []Method { return []Method{PSI, KS, Wasserstein, JensenShannon, ChiSquare} }
+
 func mustRef(t *testing.T, values []float64, opts ...Option) Reference {
 	t.Helper()
 	r, err := NewReference(values, opts...)
@@ -405,7 +409,7 @@ func TestSyntheticDrift(t *testing.T) {
 	ref := mustRef(t, normal(1, 5000, 0))
 	same := normal(2, 1000, 0)
 	shifted := normal(3, 1000, 1)
-	for _, m := range Methods() {
+	for _, m := range numericMethods() {
 		t.Run(string(m), func(t *testing.T) {
 			t.Parallel()
 			th := m.DefaultThreshold()
@@ -457,7 +461,7 @@ func TestBinsOfSpecialFeatures(t *testing.T) {
 	}
 	// A constant feature that moves drifts; one that does not, does not.
 	c := mustRef(t, repeat(4, 10))
-	for _, m := range Methods() {
+	for _, m := range numericMethods() {
 		same, err := Measure(m, c, repeat(4, 3))
 		if err != nil {
 			t.Fatalf("%s: %v", m, err)
@@ -471,6 +475,14 @@ func TestBinsOfSpecialFeatures(t *testing.T) {
 			t.Errorf("%s on a constant: same %+v, moved %+v", m, same, moved)
 		}
 	}
+	// Auto has nothing to compare on a constant that stays, and a binary
+	// feature (two values together) when it moves: the Z-test.
+	if _, err := Measure(Auto, c, repeat(4, 3)); !errors.Is(err, ErrConstant) || !strings.Contains(err.Error(), "every value is 4") {
+		t.Errorf("auto on a constant that stays: %v", err)
+	}
+	if s, err := Measure(Auto, c, repeat(5, 3)); err != nil || s.Method != ZTest || !s.ByPValue || !(s.PValue < 0.05) {
+		t.Errorf("auto on a constant that moved: %+v, %v", s, err)
+	}
 }
 
 func TestMissingValuesAreIgnored(t *testing.T) {
@@ -481,7 +493,7 @@ func TestMissingValuesAreIgnored(t *testing.T) {
 	}
 	clean := normal(6, 100, 0.3)
 	dirty := cat([]float64{math.NaN()}, clean, []float64{math.Inf(-1), math.NaN()})
-	for _, m := range Methods() {
+	for _, m := range append(numericMethods(), Auto) {
 		a, err := Measure(m, ref, clean)
 		if err != nil {
 			t.Fatal(err)

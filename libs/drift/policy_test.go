@@ -16,10 +16,23 @@ func TestPolicyNormalize(t *testing.T) {
 		want Policy
 		err  error
 	}{
-		{"psi default", Policy{Method: "psi"}, Policy{Method: PSI, Threshold: 0.2}, nil},
-		{"ks default", Policy{Method: "KS"}, Policy{Method: KS, Threshold: 0.1}, nil},
-		{"chisquare default", Policy{Method: "chisquare", MinRows: 500}, Policy{Method: ChiSquare, Threshold: 0.05, MinRows: 500}, nil},
-		{"spec example", Policy{Method: "psi", Threshold: 0.2, ShareOfFeatures: 0.3, MinRows: 500}, Policy{Method: PSI, Threshold: 0.2, ShareOfFeatures: 0.3, MinRows: 500}, nil},
+		{"psi default", Policy{Method: "psi"}, Policy{Method: PSI, Threshold: 0.2, PValueThreshold: 0.05, DistanceThreshold: 0.1}, nil},
+		{"ks default", Policy{Method: "KS"}, Policy{Method: KS, Threshold: 0.1, PValueThreshold: 0.05, DistanceThreshold: 0.1}, nil},
+		{"chisquare default", Policy{Method: "chisquare", MinRows: 500}, Policy{Method: ChiSquare, Threshold: 0.05, PValueThreshold: 0.05, DistanceThreshold: 0.1, MinRows: 500}, nil},
+		{"z default", Policy{Method: "z"}, Policy{Method: ZTest, Threshold: 0.05, PValueThreshold: 0.05, DistanceThreshold: 0.1}, nil},
+		{"auto default", Policy{Method: "auto"}, Policy{Method: Auto, PValueThreshold: 0.05, DistanceThreshold: 0.1}, nil},
+		{"auto thresholds", Policy{Method: Auto, PValueThreshold: 0.01, DistanceThreshold: 0.2}, Policy{Method: Auto, PValueThreshold: 0.01, DistanceThreshold: 0.2}, nil},
+		{"spec example", Policy{Method: "psi", Threshold: 0.2, ShareOfFeatures: 0.3, MinRows: 500}, Policy{Method: PSI, Threshold: 0.2, PValueThreshold: 0.05, DistanceThreshold: 0.1, ShareOfFeatures: 0.3, MinRows: 500}, nil},
+		{"feature overrides", Policy{Method: "auto", Features: map[string]FeaturePolicy{"a": {Method: "PSI"}, "b": {Method: "chisquare", Threshold: 0.01}, "c": {}}},
+			Policy{Method: Auto, PValueThreshold: 0.05, DistanceThreshold: 0.1, Features: map[string]FeaturePolicy{"a": {Method: PSI, Threshold: 0.2}, "b": {Method: ChiSquare, Threshold: 0.01}, "c": {}}}, nil},
+		{"feature keeps the policy's threshold", Policy{Method: PSI, Threshold: 0.3, Features: map[string]FeaturePolicy{"a": {}, "b": {Method: PSI}, "c": {Method: KS}}},
+			Policy{Method: PSI, Threshold: 0.3, PValueThreshold: 0.05, DistanceThreshold: 0.1, Features: map[string]FeaturePolicy{"a": {Threshold: 0.3}, "b": {Method: PSI, Threshold: 0.3}, "c": {Method: KS, Threshold: 0.1}}}, nil},
+		{"threshold with auto", Policy{Method: Auto, Threshold: 0.05}, Policy{}, ErrInvalidPolicy},
+		{"feature threshold with auto", Policy{Method: PSI, Features: map[string]FeaturePolicy{"a": {Method: Auto, Threshold: 0.1}}}, Policy{}, ErrInvalidPolicy},
+		{"feature p-value above 1", Policy{Method: Auto, Features: map[string]FeaturePolicy{"a": {Method: ZTest, Threshold: 1.5}}}, Policy{}, ErrInvalidPolicy},
+		{"feature unknown method", Policy{Method: Auto, Features: map[string]FeaturePolicy{"a": {Method: "kl"}}}, Policy{}, ErrUnknownMethod},
+		{"p-value threshold above 1", Policy{Method: Auto, PValueThreshold: 1.5}, Policy{}, ErrInvalidPolicy},
+		{"negative distance threshold", Policy{Method: Auto, DistanceThreshold: -0.1}, Policy{}, ErrInvalidPolicy},
 		{"unknown method", Policy{Method: "kl"}, Policy{}, ErrUnknownMethod},
 		{"negative threshold", Policy{Method: PSI, Threshold: -1}, Policy{}, ErrInvalidPolicy},
 		{"nan threshold", Policy{Method: PSI, Threshold: math.NaN()}, Policy{}, ErrInvalidPolicy},
@@ -34,7 +47,7 @@ func TestPolicyNormalize(t *testing.T) {
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("error %v, want %v", err, tt.err)
 			}
-			if err == nil && got != tt.want {
+			if err == nil && !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Normalize = %+v, want %+v", got, tt.want)
 			}
 		})
@@ -66,7 +79,7 @@ func sixFeatures(t testing.TB, shifted int) (map[string]Reference, map[string][]
 func TestEvaluate(t *testing.T) {
 	t.Parallel()
 	refs, batch := sixFeatures(t, 3)
-	for _, m := range Methods() {
+	for _, m := range numericMethods() {
 		t.Run(string(m), func(t *testing.T) {
 			t.Parallel()
 			tests := []struct {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/gyrehq/gyre/events/gyrev1"
 )
@@ -102,12 +104,19 @@ func CategoricalStatsFromProto(c *gyrev1.ColumnStats) (CategoricalStats, error) 
 	return s, nil
 }
 
-// ToProto converts f to the FeatureDrift payload.
+// ToProto converts f, a compared feature, to the FeatureDrift payload.
 func (f FeatureScore) ToProto() *gyrev1.FeatureDrift {
 	return &gyrev1.FeatureDrift{
 		Feature: f.Feature, Score: f.Score, PValue: f.PValue,
 		Threshold: f.Threshold, Drifted: f.Drifted, Rows: f.Rows,
+		Method: string(f.Method), ByPValue: f.ByPValue,
 	}
+}
+
+// ToSkippedProto converts f, a skipped feature, to the SkippedFeature
+// payload.
+func (f FeatureScore) ToSkippedProto() *gyrev1.SkippedFeature {
+	return &gyrev1.SkippedFeature{Feature: f.Feature, Reason: f.Skipped, Method: string(f.Method), Rows: f.Rows}
 }
 
 // FeatureScoreFromProto converts a FeatureDrift payload back.
@@ -115,17 +124,25 @@ func FeatureScoreFromProto(p *gyrev1.FeatureDrift) FeatureScore {
 	return FeatureScore{
 		Feature: p.GetFeature(), Score: p.GetScore(), PValue: p.GetPValue(),
 		Threshold: p.GetThreshold(), Drifted: p.GetDrifted(), Rows: p.GetRows(),
+		Method: Method(p.GetMethod()), ByPValue: p.GetByPValue(),
 	}
 }
 
-// ToProto converts r to a drift.measured payload. The payload lists only the
-// compared features ("one entry per feature compared"); skipped ones and the
-// reasons are not carried. The caller fills in what the report does not
-// know: pipeline, batch id, reference model version, feature-set version.
+// SkippedFeatureFromProto converts a SkippedFeature payload back.
+func SkippedFeatureFromProto(p *gyrev1.SkippedFeature) FeatureScore {
+	return FeatureScore{Feature: p.GetFeature(), Skipped: p.GetReason(), Method: Method(p.GetMethod()), Rows: p.GetRows()}
+}
+
+// ToProto converts r to a drift.measured payload: the compared features in
+// features, the skipped ones with their reasons in skippedFeatures, so that
+// every monitored feature is listed. The caller fills in what the report
+// does not know: pipeline, batch id, reference model version, feature-set
+// version.
 func (r Report) ToProto() *gyrev1.DriftMeasured {
+	features, skipped := r.protoFeatures()
 	return &gyrev1.DriftMeasured{
 		Method: string(r.Method), Threshold: r.Threshold,
-		Features:     r.protoFeatures(),
+		Features: features, SkippedFeatures: skipped,
 		ShareDrifted: r.ShareDrifted, ShareThreshold: r.ShareThreshold,
 		Drifted: r.Drifted, Rows: int64(r.Rows), MinRows: int64(r.MinRows),
 		ReferenceRows: r.ReferenceRows,
@@ -135,27 +152,29 @@ func (r Report) ToProto() *gyrev1.DriftMeasured {
 // ToDetectedProto converts r to a drift.detected payload (meaningful when
 // r.Drifted); the caller fills in the same fields as for ToProto.
 func (r Report) ToDetectedProto() *gyrev1.DriftDetected {
+	features, skipped := r.protoFeatures()
 	return &gyrev1.DriftDetected{
 		Method: string(r.Method), Threshold: r.Threshold,
-		Features:     r.protoFeatures(),
+		Features: features, SkippedFeatures: skipped,
 		ShareDrifted: r.ShareDrifted, ShareThreshold: r.ShareThreshold,
 		DriftedFeatures: r.DriftedFeatures(),
 		Rows:            int64(r.Rows), ReferenceRows: r.ReferenceRows,
 	}
 }
 
-func (r Report) protoFeatures() []*gyrev1.FeatureDrift {
-	var fs []*gyrev1.FeatureDrift
+func (r Report) protoFeatures() (compared []*gyrev1.FeatureDrift, skipped []*gyrev1.SkippedFeature) {
 	for _, f := range r.Features {
 		if f.Skipped == "" {
-			fs = append(fs, f.ToProto())
+			compared = append(compared, f.ToProto())
+		} else {
+			skipped = append(skipped, f.ToSkippedProto())
 		}
 	}
-	return fs
+	return compared, skipped
 }
 
 // ReportFromProto converts a drift.measured payload back to a report of its
-// compared features.
+// features, compared and skipped, sorted by name.
 func ReportFromProto(m *gyrev1.DriftMeasured) (Report, error) {
 	if m == nil {
 		return Report{}, fmt.Errorf("%w: no drift.measured payload", ErrInvalidProto)
@@ -169,11 +188,15 @@ func ReportFromProto(m *gyrev1.DriftMeasured) (Report, error) {
 		ShareThreshold: m.ShareThreshold, ShareDrifted: m.ShareDrifted,
 		Drifted: m.Drifted, Rows: int(m.Rows), MinRows: int(m.MinRows),
 		ReferenceRows: m.ReferenceRows,
-		Features:      make([]FeatureScore, 0, len(m.Features)),
+		Features:      make([]FeatureScore, 0, len(m.Features)+len(m.SkippedFeatures)),
 	}
 	for _, f := range m.Features {
 		r.Features = append(r.Features, FeatureScoreFromProto(f))
 	}
 	r.Compared = len(r.Features)
+	for _, f := range m.SkippedFeatures {
+		r.Features = append(r.Features, SkippedFeatureFromProto(f))
+	}
+	slices.SortStableFunc(r.Features, func(a, b FeatureScore) int { return strings.Compare(a.Feature, b.Feature) })
 	return r, nil
 }

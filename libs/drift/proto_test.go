@@ -126,15 +126,23 @@ func TestReportProtoRoundTrip(t *testing.T) {
 		t.Errorf("drift.detected %v", d)
 	}
 
-	// Skipped features are not in the payload ("one entry per feature
-	// compared").
+	// Skipped features are listed apart, with the reason: features has one
+	// entry per feature compared.
 	delete(batch, "f5")
 	r, err = Evaluate(Policy{Method: PSI}, refs, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(r.ToProto().Features); got != 5 {
-		t.Errorf("%d features in the payload, want the 5 compared", got)
+	m = r.ToProto()
+	if len(m.Features) != 5 || len(m.SkippedFeatures) != 1 || m.SkippedFeatures[0].GetFeature() != "f5" ||
+		m.SkippedFeatures[0].GetReason() != "not in the batch" || m.SkippedFeatures[0].GetMethod() != "psi" {
+		t.Errorf("payload: %d features, skipped %v; want the 5 compared and f5", len(m.Features), m.SkippedFeatures)
+	}
+	if back, err := ReportFromProto(m); err != nil || !reflect.DeepEqual(back, r) {
+		t.Errorf("round trip with a skipped feature\n%+v\nwant\n%+v", back, r)
+	}
+	if d := r.ToDetectedProto(); len(d.SkippedFeatures) != 1 {
+		t.Errorf("drift.detected skipped %v", d.SkippedFeatures)
 	}
 	if _, err := ReportFromProto(&gyrev1.DriftMeasured{Method: "kl"}); !errors.Is(err, ErrUnknownMethod) {
 		t.Errorf("unknown method: %v", err)

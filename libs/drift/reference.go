@@ -21,8 +21,10 @@ const (
 // the raw data. It is plain data so it can be stored as JSON (a KV value) and
 // its size does not grow with the window: at most WithSampleSize numbers
 // (DefaultSampleSize, 500) plus about 2·WithBins bin edges and counts for a
-// numeric feature, at most WithMaxCategories categories for a categorical one
-// — under 12 KB of JSON with the defaults.
+// numeric feature of more than AutoSmallRows (1,000) rows, every value for a
+// smaller one, at most WithMaxCategories categories for a categorical one —
+// under 12 KB of JSON with the defaults for a large window, about 20 KB for
+// a window of 1,000 rows.
 //
 // Build one with [NewReference], [NewCategoricalReference], or from
 // accumulators merged over several batches with [Numeric.Reference] and
@@ -47,6 +49,15 @@ type Reference struct {
 	// Sample is sorted: the values themselves when len(Sample) == Rows,
 	// otherwise the quantiles at levels (i+0.5)/len(Sample); numeric only.
 	Sample []float64 `json:"sample,omitempty"`
+	// Values are the distinct values, ascending, when there are no more of
+	// them than bins (one bin per value: Counts[i] counts Values[i]);
+	// numeric only. Method auto reads them to count the distinct values of
+	// the reference and a batch together.
+	Values []float64 `json:"values,omitempty"`
+	// Distinct is the number of distinct non-missing values (categories
+	// folded into Other included); 0 in a reference stored before it was
+	// recorded.
+	Distinct int64 `json:"distinct,omitempty"`
 
 	// Categories are the most frequent categories, most frequent first;
 	// categorical only.
@@ -77,6 +88,10 @@ func (r Reference) HistogramEdges() []float64 {
 
 // NewReference builds a numeric reference from values (NaN and ±Inf are
 // missing). Options: WithBins, WithSampleSize.
+//
+// The sample is exact (every value) when there are at most
+// max(WithSampleSize, [AutoSmallRows]) values: method auto judges such a
+// reference with the KS test's p-value, which needs the values themselves.
 func NewReference(values []float64, opts ...Option) (Reference, error) {
 	a := NewNumeric(opts...)
 	a.AddAll(values)
@@ -111,9 +126,23 @@ func (a *Numeric) Reference() (Reference, error) {
 		Edges: referenceEdges(xs, a.cfg.bins),
 	}
 	r.Counts = histogramSorted(xs, r.Edges).Counts
-	if size := a.cfg.sampleSize; len(xs) <= size {
+	var distinct []float64
+	for i, x := range xs {
+		if i == 0 || x != xs[i-1] {
+			r.Distinct++
+			if len(distinct) <= a.cfg.bins {
+				distinct = append(distinct, x)
+			}
+		}
+	}
+	if int(r.Distinct) == len(r.Counts) && len(distinct) == len(r.Counts) {
+		// One bin per value (referenceEdges' first case).
+		r.Values = distinct
+	}
+	if len(xs) <= max(a.cfg.sampleSize, AutoSmallRows) {
 		r.Sample = append([]float64(nil), xs...)
 	} else {
+		size := a.cfg.sampleSize
 		r.Sample = make([]float64, size)
 		for i := range r.Sample {
 			r.Sample[i] = quantileSorted(xs, (float64(i)+0.5)/float64(size))
@@ -130,7 +159,7 @@ func (a *Categorical) Reference() (Reference, error) {
 	cs := a.sortedCounts()
 	keep := min(len(cs), cmp.Or(a.cfg.maxCategories, DefaultReferenceCategories))
 	r := Reference{
-		Kind: KindCategorical, Rows: a.n, Missing: a.missing,
+		Kind: KindCategorical, Rows: a.n, Missing: a.missing, Distinct: int64(len(cs)),
 		Categories: make([]string, keep), Counts: make([]int64, keep),
 	}
 	for i, c := range cs[:keep] {
@@ -205,8 +234,8 @@ func (r Reference) Validate() error {
 	if r.Rows <= 0 {
 		return bad("rows is %d, want > 0", r.Rows)
 	}
-	if r.Missing < 0 || r.Other < 0 {
-		return bad("negative missing or other count")
+	if r.Missing < 0 || r.Other < 0 || r.Distinct < 0 || r.Distinct > r.Rows {
+		return bad("negative missing, other or distinct count, or more distinct values than rows")
 	}
 	var total int64
 	for _, c := range r.Counts {
@@ -251,6 +280,16 @@ func (r Reference) Validate() error {
 		if r.Other != 0 || len(r.Categories) != 0 {
 			return bad("numeric reference with categories")
 		}
+		if len(r.Values) > 0 {
+			if len(r.Values) != len(r.Counts) || r.Distinct != 0 && int64(len(r.Values)) != r.Distinct {
+				return bad("%d values for %d counts and %d distinct values", len(r.Values), len(r.Counts), r.Distinct)
+			}
+			for i, x := range r.Values {
+				if !finite(x) || x < r.Min || x > r.Max || i > 0 && x <= r.Values[i-1] {
+					return bad("values not finite, ascending and within [min, max] at %d", i)
+				}
+			}
+		}
 	case KindCategorical:
 		if len(r.Categories) != len(r.Counts) {
 			return bad("%d categories for %d counts", len(r.Categories), len(r.Counts))
@@ -263,8 +302,11 @@ func (r Reference) Validate() error {
 			seen[c] = struct{}{}
 		}
 		total += r.Other
-		if len(r.Edges) != 0 || len(r.Sample) != 0 {
-			return bad("categorical reference with bins or sample")
+		if len(r.Edges) != 0 || len(r.Sample) != 0 || len(r.Values) != 0 {
+			return bad("categorical reference with bins, sample or values")
+		}
+		if r.Distinct != 0 && r.Distinct < int64(len(r.Categories)) {
+			return bad("%d distinct values for %d categories", r.Distinct, len(r.Categories))
 		}
 	default:
 		return bad("kind %q, want %q or %q", r.Kind, KindNumeric, KindCategorical)

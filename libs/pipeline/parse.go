@@ -2,10 +2,12 @@ package pipeline
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -301,6 +303,41 @@ func check(p *Pipeline) []FieldError {
 	if d.RouteHeader != "" && !headerName(d.RouteHeader) {
 		add("spec.deployment.routeHeader", "%q is not an HTTP header name (letters, digits and !#$%%&'*+-.^_`|~ only)", d.RouteHeader)
 	}
+	errs = append(errs, checkDrift(p)...)
+	return errs
+}
+
+// checkDrift checks the drift section: thresholds that fit their methods,
+// and per-feature overrides of monitored features.
+func checkDrift(p *Pipeline) []FieldError {
+	var errs []FieldError
+	add := func(field, format string, args ...any) {
+		errs = append(errs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	dr := p.Spec.Drift
+	method := cmp.Or(dr.Method, DefaultDriftMethod)
+	threshold := func(field, m string, t float64) {
+		switch {
+		case t == 0:
+		case m == DriftAuto:
+			add(field, "auto picks a test per feature, each with its own kind of threshold: set drift.pValueThreshold (default 0.05) and drift.distanceThreshold (default 0.1) instead")
+		case driftUsesPValue(m) && t > 1:
+			add(field, "%g is a p-value for %s, so at most 1", t, m)
+		}
+	}
+	threshold("spec.drift.threshold", method, dr.Threshold)
+	known := map[string]bool{}
+	for _, name := range p.FeatureNames() {
+		known[name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(dr.Features)) {
+		f := dr.Features[name]
+		field := "spec.drift.features." + name
+		if len(known) > 0 && !known[name] {
+			add(field, "%q is not a monitored feature (the spec's features, or its schema's columns but the label)", name)
+		}
+		threshold(field+".threshold", cmp.Or(f.Method, method), f.Threshold)
+	}
 	return errs
 }
 
@@ -346,18 +383,25 @@ var DefaultCanarySteps = []float64{10, 50, 100}
 
 // DefaultDriftThreshold returns the threshold of a drift method when the spec
 // gives none: 0.2 for PSI (the usual "significant shift"), 0.1 for the
-// distances (KS D statistic, normalised Wasserstein, Jensen–Shannon), and a
-// p-value of 0.05 for chi-square.
+// distances (KS D statistic, normalised Wasserstein, Jensen–Shannon), a
+// p-value of 0.05 for chi-square and z, and 0 for auto, whose tests are
+// judged on drift.pValueThreshold (0.05) and drift.distanceThreshold (0.1).
 func DefaultDriftThreshold(method string) float64 {
 	switch method {
 	case DriftPSI:
 		return 0.2
-	case DriftChiSquare:
+	case DriftChiSquare, DriftZ:
 		return 0.05
+	case DriftAuto:
+		return 0
 	default:
 		return 0.1
 	}
 }
+
+// driftUsesPValue reports whether a named drift method is judged on a
+// p-value (a threshold in (0, 1]).
+func driftUsesPValue(method string) bool { return method == DriftChiSquare || method == DriftZ }
 
 // applyDefaults fills what the spec left out. A zero that can be a choice
 // (cooldownBatches: 0) is a pointer in the spec types, so absent and zero differ.

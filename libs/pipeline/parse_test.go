@@ -103,12 +103,69 @@ func TestParseExampleAndDefaults(t *testing.T) {
 			d.LogRate(), d.Batching.QueueDelay(), d.Rollback.ErrorRateLimit(), d.Rollback.AccuracyDropLimit())
 	}
 	// Canonical form is stable: parse(canonical) gives the same digest.
-	again, err := pipeline.Parse(p.Canonical())
-	if err != nil {
-		t.Fatalf("canonical form does not parse: %v\n%s", err, p.Canonical())
+	for _, p := range []*pipeline.Pipeline{p, m} {
+		again, err := pipeline.Parse(p.Canonical())
+		if err != nil {
+			t.Fatalf("canonical form does not parse: %v\n%s", err, p.Canonical())
+		}
+		if again.Digest() != p.Digest() {
+			t.Errorf("digest changed after a canonical round trip")
+		}
 	}
-	if again.Digest() != p.Digest() {
-		t.Errorf("digest changed after a canonical round trip")
+}
+
+func TestDriftSection(t *testing.T) {
+	t.Parallel()
+	spec := func(drift string) string {
+		return `apiVersion: gyre.dev/v1
+kind: Pipeline
+metadata: {name: p1}
+spec:
+  dataset: {label: y, schema: [{name: y, type: int}, {name: a, type: float}, {name: c, type: category}]}
+  drift: ` + drift + "\n"
+	}
+	p, err := pipeline.Parse([]byte(spec("{method: auto, pValueThreshold: 0.01, distanceThreshold: 0.2, features: {a: {method: psi, threshold: 0.3}, c: {method: chisquare}}}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Spec.Drift
+	if d.Method != "auto" || d.Threshold != 0 || d.PValueThreshold != 0.01 || d.DistanceThreshold != 0.2 ||
+		d.Features["a"] != (pipeline.DriftFeature{Method: "psi", Threshold: 0.3}) || d.Features["c"] != (pipeline.DriftFeature{Method: "chisquare"}) {
+		t.Errorf("drift %+v", d)
+	}
+	if again, err := pipeline.Parse(p.Canonical()); err != nil || again.Digest() != p.Digest() {
+		t.Errorf("canonical round trip: %v", err)
+	}
+	// A named method keeps its threshold and its default.
+	if p, err := pipeline.Parse([]byte(spec("{method: z}"))); err != nil || p.Spec.Drift.Threshold != 0.05 {
+		t.Errorf("z: %+v, %v", p, err)
+	}
+	for _, c := range []struct {
+		name, drift string
+		want        []string
+	}{
+		{"threshold with auto", "{method: auto, threshold: 0.05}", []string{"spec.drift.threshold", "pValueThreshold"}},
+		{"p-value above 1", "{method: chisquare, threshold: 2}", []string{"spec.drift.threshold", "p-value"}},
+		{"pValueThreshold above 1", "{method: auto, pValueThreshold: 1.5}", []string{"spec.drift.pValueThreshold"}},
+		{"unknown feature", "{method: auto, features: {nope: {method: psi}}}", []string{"spec.drift.features.nope", "not a monitored feature"}},
+		{"the label is not monitored", "{features: {y: {method: psi}}}", []string{"spec.drift.features.y"}},
+		{"feature threshold with auto", "{method: psi, features: {a: {method: auto, threshold: 0.1}}}", []string{"spec.drift.features.a.threshold"}},
+		{"feature p-value above 1", "{method: auto, features: {a: {method: z, threshold: 3}}}", []string{"spec.drift.features.a.threshold", "p-value"}},
+		{"feature unknown method", "{features: {a: {method: kl}}}", []string{"spec.drift.features.a.method"}},
+		{"feature unknown field", "{features: {a: {test: ks}}}", []string{"spec.drift.features.a", "test"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := pipeline.Parse([]byte(spec(c.drift)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
 	}
 }
 

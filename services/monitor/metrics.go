@@ -1,6 +1,8 @@
 package monitor
 
 import (
+	"cmp"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gyrehq/gyre/events/gyrev1"
@@ -25,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		featureDrift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gyre_monitor_feature_drift_score",
-			Help: "Drift score of each feature in the pipeline's latest batch against the champion's training window, by method (psi, ks, wasserstein, jensenshannon, chisquare); higher is more drift.",
+			Help: "Drift score of each feature in the pipeline's latest batch against the champion's training window, by the test run on it (psi, ks, wasserstein, jensenshannon, chisquare, z; under method auto, the one picked per feature); higher is more drift. Skipped features have none.",
 		}, []string{"pipeline", "feature", "method"}),
 		driftedShare: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gyre_monitor_drifted_feature_share",
@@ -72,13 +74,21 @@ func (m *metrics) observeLive(l monitoring.LiveAccuracy) {
 
 // observeDrift records a batch's measurement. One with no reference (no
 // champion yet) compared nothing and leaves the figures as they were. A
-// redelivered batch sets the same values again.
+// redelivered batch sets the same values again. A feature's score is
+// labelled with the test run on it, which auto may change from one batch to
+// the next (a new value makes a binary feature ternary): the feature's
+// other series are dropped, and so are a skipped feature's.
 func (m *metrics) observeDrift(d *gyrev1.DriftMeasured) {
 	if d.GetReferenceModelVersion() == 0 {
 		return
 	}
 	for _, f := range d.GetFeatures() {
-		m.featureDrift.WithLabelValues(d.GetPipeline(), f.GetFeature(), d.GetMethod()).Set(f.GetScore())
+		method := cmp.Or(f.GetMethod(), d.GetMethod())
+		m.featureDrift.DeletePartialMatch(prometheus.Labels{"pipeline": d.GetPipeline(), "feature": f.GetFeature()})
+		m.featureDrift.WithLabelValues(d.GetPipeline(), f.GetFeature(), method).Set(f.GetScore())
+	}
+	for _, f := range d.GetSkippedFeatures() {
+		m.featureDrift.DeletePartialMatch(prometheus.Labels{"pipeline": d.GetPipeline(), "feature": f.GetFeature()})
 	}
 	m.driftedShare.WithLabelValues(d.GetPipeline()).Set(d.GetShareDrifted())
 }

@@ -6,9 +6,11 @@
 // column) and keeps it, with the champion's evaluation accuracy as the
 // baseline, in gyre-state (monitor.<pipeline>). For every materialised
 // batch it measures per-feature drift against that reference with the
-// pipeline's method (psi, ks, wasserstein, jensenshannon or chisquare) and
-// emits drift.measured, and drift.detected when the drift policy is crossed
-// and the cooldown allows; it joins prediction.logged with label.received
+// pipeline's method (psi, ks, wasserstein, jensenshannon, chisquare, z, or
+// auto: a test per feature) and emits drift.measured, listing every
+// monitored feature (compared, or skipped with the reason), and
+// drift.detected when the drift policy is crossed and the cooldown allows;
+// it joins prediction.logged with label.received
 // into live accuracy per model version and emits performance.degraded when
 // the champion's falls under its baseline by more than drift.accuracyDrop.
 // The join is in gyre-joins, one key per prediction id, shared by every
@@ -45,7 +47,7 @@ const About = `Monitor watches the deployed model's world. On model.promoted it 
 champion and builds its drift reference from the batches of its training window and keeps it, with the champion's
 evaluation accuracy as baseline, in gyre-state (monitor.<pipeline>). For every materialized
 batch it measures per-feature drift against that reference (psi, ks, wasserstein,
-jensenshannon or chisquare) and emits drift.measured, and drift.detected when the pipeline's
+jensenshannon, chisquare, z, or auto: a test per feature) and emits drift.measured, and drift.detected when the pipeline's
 drift policy is crossed and its cooldown allows; it joins prediction.logged with
 label.received into live accuracy per model version and emits performance.degraded when
 the champion's falls under its baseline by more than drift.accuracyDrop. Predictions wait for

@@ -212,12 +212,14 @@ func TestDrift(t *testing.T) {
 			// feature (set once its drift.measured is out).
 			last := looptest.Decode(t, measured[len(measured)-1], &gyrev1.DriftMeasured{})
 			want := map[string]float64{}
+			methods := map[string]string{}
 			for _, f := range last.Features {
 				want[f.Feature] = f.Score
+				methods[f.Feature] = f.Method
 			}
 			looptest.WaitFor(t, "drift gauges", 5*time.Second, func() bool {
 				for feature, score := range want {
-					got, ok := h.gauge("gyre_monitor_feature_drift_score", map[string]string{"pipeline": name, "feature": feature, "method": last.Method})
+					got, ok := h.gauge("gyre_monitor_feature_drift_score", map[string]string{"pipeline": name, "feature": feature, "method": methods[feature]})
 					if !ok || got != score {
 						return false
 					}
@@ -235,6 +237,78 @@ func TestDrift(t *testing.T) {
 					t.Errorf("detected[%d] = %v, want batch %s with drifted [x]", k, d, ids[i])
 				}
 			}
+		})
+	}
+}
+
+// TestEveryFeatureIsReported plants drift in a categorical feature. With
+// method ks or wasserstein it used to be skipped as "not applicable" and
+// left out of drift.measured; now it is measured with the test auto picks
+// for it (jensenshannon: the window has more than 1,000 rows), drifts, and
+// every feature of the spec is listed: the compared ones in features, the
+// one without a reference (z, in no batch) in skippedFeatures, with why.
+func TestEveryFeatureIsReported(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		method   string
+		numeric  string // the test run on x
+		byPValue bool
+	}{
+		{"ks", "ks", false},
+		{"wasserstein", "wasserstein", false},
+		{"auto", "wasserstein", false},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			t.Parallel()
+			h := start(t)
+			name := "every-" + tc.method
+			h.env.ApplyPipeline(fmt.Sprintf(`apiVersion: gyre.dev/v1
+kind: Pipeline
+metadata: {name: %s}
+spec:
+  dataset:
+    label: y
+    schema:
+      - {name: x, type: float}
+      - {name: c, type: category}
+      - {name: z, type: float}
+      - {name: y, type: category}
+  drift: {method: %s, shareOfFeatures: 0.3, minRows: 200, cooldownBatches: 2}
+`, name, tc.method))
+			r := rand.New(rand.NewPCG(4, 4))
+			promote(h, name, r, 0.8) // 1,600 rows, c uniform over a, b, c
+			// c moves to two thirds "a"; x stays.
+			key := h.env.AddBatch(name, "cur-1", batchCSV(r, 600, 0, []string{"a", "a", "a", "a", "b", "c"})).ObjectKey
+			h.materialize(name, "cur-1", key, 600)
+			m := looptest.Decode(t, h.waitEmitted(name, events.DriftMeasured, 1)[0], &gyrev1.DriftMeasured{})
+			if m.Method != tc.method || len(m.Features) != 2 || len(m.SkippedFeatures) != 1 {
+				t.Fatalf("drift.measured = %v, want x and c compared, z skipped", m)
+			}
+			byName := map[string]*gyrev1.FeatureDrift{}
+			for _, f := range m.Features {
+				byName[f.Feature] = f
+			}
+			if c := byName["c"]; c == nil || c.Method != "jensenshannon" || !c.Drifted || c.Threshold != drift.DefaultDistanceThreshold || c.Rows != 600 {
+				t.Errorf("c = %v, want jensenshannon, drifted at 0.1", c)
+			}
+			if x := byName["x"]; x == nil || x.Method != tc.numeric || x.ByPValue != tc.byPValue || x.Drifted {
+				t.Errorf("x = %v, want %s, not drifted", x, tc.numeric)
+			}
+			if z := m.SkippedFeatures[0]; z.Feature != "z" || !strings.Contains(z.Reason, "no reference") {
+				t.Errorf("skipped %v, want z without a reference", z)
+			}
+			if !m.Drifted || m.ShareDrifted != 0.5 {
+				t.Errorf("dataset drifted %v, share %v; want true, 0.5", m.Drifted, m.ShareDrifted)
+			}
+			d := looptest.Decode(t, h.waitEmitted(name, events.DriftDetected, 1)[0], &gyrev1.DriftDetected{})
+			if fmt.Sprint(d.DriftedFeatures) != "[c]" || len(d.SkippedFeatures) != 1 {
+				t.Errorf("drift.detected = %v, want c drifted and z skipped", d)
+			}
+			// The gauge is labelled with the test run on each feature.
+			looptest.WaitFor(t, "drift gauge of c", 5*time.Second, func() bool {
+				got, ok := h.gauge("gyre_monitor_feature_drift_score", map[string]string{"pipeline": name, "feature": "c", "method": "jensenshannon"})
+				return ok && got == byName["c"].Score
+			})
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -273,7 +274,7 @@ func (m *Monitor) reference(ctx context.Context, pipelineName string, p Champion
 	if len(skipped) > 0 {
 		log.Warn("features without a reference", "pipeline", pipelineName, "model_version", p.Version, "skipped", describeSkipped(skipped))
 	}
-	return &Reference{BatchIDs: read, Missing: missing, FeatureSetVersion: p.FeatureSetVersion, Rows: rows, Features: refs}, nil
+	return &Reference{BatchIDs: read, Missing: missing, FeatureSetVersion: p.FeatureSetVersion, Rows: rows, Features: refs, Unmonitored: skipped}, nil
 }
 
 // readWindow reads the batches of a training window through the
@@ -377,6 +378,11 @@ func (m *Monitor) MeasureBatch(ctx context.Context, b Materialized) (Measurement
 	report, err := drift.EvaluateSamples(policy, ref.Features, Samples(ref.Features, t))
 	if err != nil {
 		return Measurement{}, permanentf("batch %s: %w", b.BatchID, err)
+	}
+	// Every monitored feature is reported: those without a reference too.
+	if extra := Unreferenced(spec, ref.Features, ref.Unmonitored, t); len(extra) > 0 {
+		report.Features = append(report.Features, extra...)
+		slices.SortStableFunc(report.Features, func(a, b drift.FeatureScore) int { return strings.Compare(a.Feature, b.Feature) })
 	}
 	measured = report.ToProto()
 	fillMeasured(measured, b, ref.ModelVersion)

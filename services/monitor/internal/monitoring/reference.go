@@ -203,10 +203,37 @@ func Samples(refs map[string]drift.Reference, t *table.Table) map[string]drift.S
 // Policy returns the drift policy of a spec.
 func Policy(p *pipeline.Pipeline) drift.Policy {
 	d := p.Spec.Drift
-	return drift.Policy{
+	pol := drift.Policy{
 		Method: drift.Method(d.Method), Threshold: d.Threshold,
+		PValueThreshold: d.PValueThreshold, DistanceThreshold: d.DistanceThreshold,
 		ShareOfFeatures: d.ShareOfFeatures, MinRows: d.MinRows,
 	}
+	if len(d.Features) > 0 {
+		pol.Features = make(map[string]drift.FeaturePolicy, len(d.Features))
+		for name, f := range d.Features {
+			pol.Features[name] = drift.FeaturePolicy{Method: drift.Method(f.Method), Threshold: f.Threshold}
+		}
+	}
+	return pol
+}
+
+// Unreferenced lists the pipeline's monitored columns (FeatureColumns of
+// the batch) that have no reference, with the reason: the champion's
+// window had no value of them, or they were not among its columns. They
+// are reported as skipped, so that drift.measured names every feature.
+func Unreferenced(p *pipeline.Pipeline, refs map[string]drift.Reference, known map[string]string, t *table.Table) []drift.FeatureScore {
+	var out []drift.FeatureScore
+	for _, c := range FeatureColumns(p, []*table.Table{t}) {
+		if _, ok := refs[c.Name]; ok {
+			continue
+		}
+		why := known[c.Name]
+		if why == "" {
+			why = "not in the champion's training window (no value there, or not a column of its feature set)"
+		}
+		out = append(out, drift.FeatureScore{Feature: c.Name, Skipped: "no reference: " + why})
+	}
+	return out
 }
 
 // cooldownBatches returns the spec's drift cooldown (the parser fills it in).

@@ -59,6 +59,10 @@ type Reference struct {
 	Rows int64 `json:"rows"`
 	// Features maps a raw feature column to its reference.
 	Features map[string]drift.Reference `json:"features,omitempty"`
+	// Unmonitored maps a monitored column that has no reference to the
+	// reason (known when the monitor built the reference itself); such
+	// columns are reported as skipped on every batch.
+	Unmonitored map[string]string `json:"unmonitored,omitempty"`
 	// BuiltAt is when the reference was built.
 	BuiltAt time.Time `json:"builtAt"`
 }
