@@ -67,7 +67,9 @@ var bucketWriters = map[string][]string{
 	// and the reasons of the quarantined rows.
 	ObjectBatches:  {ServiceIngest, ServiceValidation},
 	ObjectFeatures: {ServiceFeature},
-	ObjectModels:   {ServiceTrainer},
+	// The trainer stores the bundles it trains; the registry those of
+	// models registered from outside the loop (gyre models register).
+	ObjectModels: {ServiceTrainer, ServiceRegistry},
 }
 
 // BucketWriters returns the services that write a bucket (key-value or

@@ -52,7 +52,7 @@ func TestAccessOf(t *testing.T) {
 		jobs     bool
 	}{
 		{ServiceIngest, []string{DataBatchReceived}, []string{BucketState}, []string{ObjectBatches}, false},
-		{ServiceRegistry, []string{ModelRegistered, ModelPromoted}, []string{BucketRegistry}, nil, false},
+		{ServiceRegistry, []string{ModelRegistered, ModelPromoted}, []string{BucketRegistry}, []string{ObjectModels}, false},
 		{ServiceTrainer, []string{TrainingRequested, TrainingStarted, TrainingCompleted, TrainingFailed},
 			[]string{BucketLeases, BucketState, BucketWorkers}, []string{ObjectModels}, true},
 		{ServiceDashboard, nil, nil, nil, false},

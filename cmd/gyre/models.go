@@ -73,6 +73,7 @@ when it was registered and the training request it came from.
 
 Without PIPELINE, every pipeline with a model is listed. -o json prints the registry's
 list (the same as GET /v1/pipelines/{pipeline}/models of the registry service).
+'gyre models register' adds a version trained outside Gyre (an XGBoost or Gyre model file).
 
 The server is --nats, else the one a running 'gyre up' recorded in
 <data-dir>/up.json (default .gyre/up.json).`,
@@ -84,6 +85,7 @@ The server is --nats, else the one a running 'gyre up' recorded in
 		},
 	}
 	o.flags(cmd, true)
+	cmd.AddCommand(newRegisterCmd())
 	return cmd
 }
 
@@ -137,6 +139,9 @@ func runModels(ctx context.Context, o registryOptions, args []string, stdout, st
 				fmt.Fprintf(w, "%s\t", l.Pipeline)
 			}
 			verdict := v.Verdict
+			if v.Registered != nil && v.Registered.SkippedGates {
+				verdict = "unevaluated" // registered with its gates skipped
+			}
 			if v.Withdrawn != "" {
 				// A rollback moved champion away from it: not what the next
 				// rollback returns to (gyre models -o json says why).
@@ -222,6 +227,14 @@ func runLineage(ctx context.Context, o registryOptions, arg string, stdout io.Wr
 		eval += fmt.Sprintf(", against champion v%d", l.ChampionVersion)
 	}
 	fmt.Fprintf(w, "evaluated on:\t%s\n", eval)
+	if reg := l.Registered; reg != nil {
+		gates := ""
+		if reg.SkippedGates {
+			gates = ", gates skipped"
+		}
+		fmt.Fprintf(w, "registered:\t%s (%s file, sha256 %s, %d bytes, inputs named from the %s%s)\n",
+			reg.Who(), reg.Format, reg.FileSha256, reg.FileBytes, reg.Signature, gates)
+	}
 	fmt.Fprintf(w, "artifact:\t%s\n", dashIfEmpty(l.Artifact.URI))
 	if l.Reference != nil {
 		fmt.Fprintf(w, "reference:\t%s\n", dashIfEmpty(l.Reference.URI))

@@ -13,6 +13,13 @@
 //	{"format":"gyre.bundle/v1","pipeline":"elec2","requestId":"…",
 //	 "features":<features.Set>,"model":<ml artifact, gyre.model/v1 JSON>}
 //
+// or, for a model trained outside Gyre and registered (NewOutside), its
+// file byte for byte, with the names it takes and gives:
+//
+//	{"format":"gyre.bundle/v1","pipeline":"elec2","requestId":"registered-…",
+//	 "features":<identity over the model's columns>,"modelFormat":"xgboost",
+//	 "signature":<ml.Signature>,"modelData":"<base64 of the XGBoost file>"}
+//
 // The same bundle always encodes to the same bytes (the feature set and the
 // ml artifact are deterministic), so storing it content-addressed is
 // idempotent: a retrained bundle after a crash is the same object.
@@ -26,6 +33,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/gyrehq/gyre/libs/features"
 	"github.com/gyrehq/gyre/libs/ml"
@@ -53,15 +61,30 @@ type Bundle struct {
 	Features *features.Set
 	// Model predicts from the outputs of Features.
 	Model ml.Model
+	// ModelFormat is how the model is stored: ModelGyre (or "") for Gyre's
+	// own, whose artifact Marshal encodes from Model; ModelXGBoost for a
+	// model trained outside Gyre, stored as its file (ModelData).
+	ModelFormat string
+	// ModelData is an outside model's file, byte for byte: what Marshal
+	// stores and Load reads Model from, under Model's signature. Nil for
+	// Gyre's own models.
+	ModelData []byte
 }
 
-// document is the JSON form of a Bundle.
+// document is the JSON form of a Bundle. The fields of outside models
+// are omitted for Gyre's own, whose bytes stay what they always were.
 type document struct {
-	Format    string          `json:"format"`
-	Pipeline  string          `json:"pipeline"`
-	RequestID string          `json:"requestId"`
-	Features  *features.Set   `json:"features"`
-	Model     json.RawMessage `json:"model"`
+	Format    string        `json:"format"`
+	Pipeline  string        `json:"pipeline"`
+	RequestID string        `json:"requestId"`
+	Features  *features.Set `json:"features"`
+	// ModelFormat is empty for Gyre's own models (ModelGyre).
+	ModelFormat string `json:"modelFormat,omitempty"`
+	// Signature names an outside model's inputs and classes.
+	Signature *ml.Signature `json:"signature,omitempty"`
+	// Model is Gyre's own artifact; ModelData an outside model's file.
+	Model     json.RawMessage `json:"model,omitempty"`
+	ModelData []byte          `json:"modelData,omitempty"`
 }
 
 // Error says a bundle cannot be written or read: the document is not a
@@ -97,6 +120,12 @@ func Marshal(b *Bundle) ([]byte, error) {
 	}
 	if err := b.check(); err != nil {
 		return nil, err
+	}
+	if isOutside(b.ModelFormat) {
+		return marshalOutside(b)
+	}
+	if b.ModelFormat != "" && b.ModelFormat != ModelGyre {
+		return nil, bundleErr(nil, "model format %q (want one of %s)", b.ModelFormat, strings.Join(ModelFormats(), ", "))
 	}
 	var model bytes.Buffer
 	if err := ml.Save(&model, b.Model); err != nil {
@@ -148,6 +177,9 @@ func Unmarshal(data []byte) (*Bundle, error) {
 	}
 	if doc.Features == nil {
 		return nil, bundleErr(nil, "no feature set")
+	}
+	if doc.ModelFormat != "" {
+		return unmarshalOutside(&doc)
 	}
 	if len(bytes.TrimSpace(doc.Model)) == 0 || bytes.Equal(bytes.TrimSpace(doc.Model), []byte("null")) {
 		return nil, bundleErr(nil, "no model")

@@ -126,6 +126,46 @@ type Version struct {
 	// Signature is the registry's signature of the version's identity
 	// (Subject): deployers serve no version without a valid one.
 	Signature signing.Signature `json:"signature,omitzero"`
+	// Registered is set on a version registered from outside the loop
+	// (gyre models register, POST /v1/pipelines/{p}/models): a model
+	// trained elsewhere, by whom and how. Nil for the versions the
+	// trainer's candidates became.
+	Registered *Registered `json:"registered,omitempty"`
+}
+
+// Registered says how a model trained outside the loop was registered.
+type Registered struct {
+	// By is the credential that registered it, as the registry's HTTP
+	// authentication saw it: "token:tok_… (name)", "jwt:<subject>", or
+	// "anonymous" when authentication is off.
+	By string `json:"by"`
+	// For is who the client said it acted for (the CLI sends its user,
+	// user@host): recorded beside By, never instead of it.
+	For string `json:"for,omitempty"`
+	// Format is the model's format as given: xgboost or gyre.
+	Format string `json:"format"`
+	// File is the SHA-256 and size of the file as uploaded; the version's
+	// artifact is the bundle that carries it.
+	FileSha256 string `json:"fileSha256"`
+	FileBytes  int64  `json:"fileBytes"`
+	// Signature says where the names of the model's inputs and classes
+	// come from: "schema" (the pipeline's feature columns and label),
+	// "model" (the file's own) or "given".
+	Signature string `json:"signature"`
+	// SkippedGates is true when an admin registered it without running the
+	// evaluator's gates: its verdict is rejected (never promoted on its
+	// own), and it serves only when promoted by hand.
+	SkippedGates bool `json:"skippedGates,omitempty"`
+}
+
+// Who is the one-line account of a registration: "registered by
+// token:tok_… (ci) for alice@laptop".
+func (r *Registered) Who() string {
+	s := "registered by " + r.By
+	if r.For != "" {
+		s += " for " + r.For
+	}
+	return s
 }
 
 // Subject is what the registry signs of a version of pipeline: its

@@ -6,6 +6,7 @@ require (
 	github.com/cloudevents/sdk-go/v2 v2.16.2
 	github.com/gyrehq/gyre/events v0.0.0-00010101000000-000000000000
 	github.com/gyrehq/gyre/libs v0.0.0-00010101000000-000000000000
+	github.com/gyrehq/gyre/services/evaluator v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -73,4 +74,5 @@ require (
 replace (
 	github.com/gyrehq/gyre/events => ../../events
 	github.com/gyrehq/gyre/libs => ../../libs
+	github.com/gyrehq/gyre/services/evaluator => ../evaluator
 )

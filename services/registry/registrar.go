@@ -73,6 +73,13 @@ type Evaluation struct {
 	CorrelationID string
 	CausationID   string
 	Evaluated     *gyrev1.ModelEvaluated
+	// Registered, for a model registered from outside the loop
+	// (RegisterOutside), is recorded with the version; EventID is then
+	// empty (no model.evaluated was published).
+	Registered *models.Registered
+	// Hold keeps a blessed version from becoming champion: an outside
+	// model is promoted only when its registration asks.
+	Hold bool
 }
 
 // Registration says what Register did.
@@ -133,7 +140,8 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 			}
 			v.Signature = sig
 		}
-		if cur := rec.Aliases[models.AliasChampion]; v.Verdict == models.VerdictBlessed && judged != cur {
+		promote := v.Verdict == models.VerdictBlessed && !e.Hold
+		if cur := rec.Aliases[models.AliasChampion]; promote && judged != cur {
 			refuseStale(&v, judged, cur)
 			out.Stale = true
 		}
@@ -143,7 +151,7 @@ func (r *Registrar) Register(ctx context.Context, e Evaluation) (Registration, e
 		}
 		rec.Requests[rid] = v.Version
 		out.Version, out.Created = v, true
-		if v.Verdict == models.VerdictBlessed {
+		if promote && v.Verdict == models.VerdictBlessed {
 			mv := rec.PromoteTo(v.Version, models.ReasonBlessed, now)
 			mv.RequestID = rid
 			mv.EventID = promotedID(p, mv.Seq)
@@ -229,7 +237,8 @@ func newVersion(n int64, e Evaluation, now time.Time) models.Version {
 		v.Gates = append(v.Gates, models.GateFromProto(g))
 	}
 	v.Lineage.CorrelationID, v.Lineage.CausationID = e.CorrelationID, e.CausationID
-	if n := len(v.Lineage.EventIDs); n == 0 || v.Lineage.EventIDs[n-1] != e.EventID {
+	v.Registered = e.Registered
+	if n := len(v.Lineage.EventIDs); e.EventID != "" && (n == 0 || v.Lineage.EventIDs[n-1] != e.EventID) {
 		v.Lineage.EventIDs = append(v.Lineage.EventIDs, e.EventID)
 	}
 	v.Lineage.EventIDs = append(v.Lineage.EventIDs, registeredID(m.GetPipeline(), m.GetRequestId()))

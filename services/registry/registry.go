@@ -8,8 +8,10 @@
 //
 // Versions are numbered from 1 per pipeline and registration is idempotent
 // per training request, so a redelivered model.evaluated never makes a
-// second version. Its HTTP API reads versions and lineage and moves the
-// champion by hand (promote, rollback); the Registrar that does so is
+// second version. Its HTTP API reads versions and lineage, moves the
+// champion by hand (promote, rollback) and registers models trained
+// outside the loop (outside.go: bundled, judged by the evaluator's gates in
+// this process, signed like any version); the Registrar that does so is
 // exported so that the CLI (gyre promote, gyre rollback) has the same
 // effects without finding the service's address.
 //
@@ -59,7 +61,12 @@ HTTP API:
   GET  /v1/pipelines/{pipeline}/models/{version}     one version (a number or an alias)
   GET  /v1/pipelines/{pipeline}/lineage?version=N    where a version comes from (default: champion)
   POST /v1/pipelines/{pipeline}/promote {"version":N} make N champion (model.promoted, reason manual)
-  POST /v1/pipelines/{pipeline}/rollback             champion back to previous (reason rollback)`
+  POST /v1/pipelines/{pipeline}/rollback             champion back to previous (reason rollback)
+  POST /v1/pipelines/{pipeline}/models?format=xgboost|gyre[&signature=schema][&inputs=a,b][&classes=x,y]
+       [&skipGates=true][&promote=true]                register a model trained elsewhere (the body
+                                                     is its file): bundled under the pipeline's names,
+                                                     stored in gyre-models, judged by the evaluator's
+                                                     gates, signed; promote it like any version`
 
 // Config is the registry service's configuration.
 type Config struct {
@@ -125,7 +132,8 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	// Reading needs read; moving the champion by hand needs admin.
+	// Reading needs read; moving the champion by hand and registering a
+	// model trained elsewhere need admin.
 	routes := []struct {
 		pattern string
 		scope   service.Scope
@@ -134,6 +142,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		{"GET /v1/pipelines/{pipeline}/models", service.ScopeRead, s.serveModels},
 		{"GET /v1/pipelines/{pipeline}/models/{version}", service.ScopeRead, s.serveModel},
 		{"GET /v1/pipelines/{pipeline}/lineage", service.ScopeRead, s.serveLineage},
+		{"POST /v1/pipelines/{pipeline}/models", service.ScopeAdmin, s.serveRegister},
 		{"POST /v1/pipelines/{pipeline}/promote", service.ScopeAdmin, s.servePromote},
 		{"POST /v1/pipelines/{pipeline}/rollback", service.ScopeAdmin, s.serveRollback},
 	}

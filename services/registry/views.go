@@ -29,6 +29,8 @@ type Summary struct {
 	Withdrawn string `json:"withdrawn,omitempty"`
 	// Served is true when a deployment of the version completed.
 	Served bool `json:"served,omitempty"`
+	// Registered says who registered a model trained outside the loop.
+	Registered *models.Registered `json:"registered,omitempty"`
 }
 
 // ModelList is a pipeline's versions, newest first, and its aliases.
@@ -49,7 +51,7 @@ func List(rec *models.Registry) ModelList {
 		sum := Summary{
 			Version: v.Version, Verdict: v.Verdict, Aliases: rec.AliasesOf(v.Version), Metrics: v.Metrics,
 			Algorithm: v.Algorithm, CreatedAt: v.CreatedAt, RequestID: v.RequestID, Reason: v.Reason,
-			Withdrawn: v.Withdrawn,
+			Withdrawn: v.Withdrawn, Registered: v.Registered,
 		}
 		for _, s := range rec.Served {
 			sum.Served = sum.Served || s.Version == v.Version
@@ -122,6 +124,9 @@ type LineageView struct {
 	ChampionVersion int64              `json:"championVersion,omitempty"`
 	Artifact        models.Object      `json:"artifact"`
 	Reference       *models.Object     `json:"reference,omitempty"`
+	// Registered says who registered a model trained outside the loop, and
+	// how.
+	Registered *models.Registered `json:"registered,omitempty"`
 }
 
 // triggerTypes maps the reason of a training request to the event that
@@ -146,7 +151,7 @@ func Lineage(rec *models.Registry, v *models.Version) LineageView {
 		FeatureSetVersion: l.FeatureSetVersion, TrainingRequestID: l.TrainingRequestID, TrainingJobID: l.TrainingJobID,
 		PipelineRevision: l.PipelineRevision, Reason: l.Reason, CorrelationID: l.CorrelationID,
 		EvalBatchID: v.EvalBatchID, Metrics: v.Metrics, ChampionVersion: v.ChampionVersion,
-		Artifact: v.Artifact, Reference: v.Reference, Events: []ChainEvent{},
+		Artifact: v.Artifact, Reference: v.Reference, Events: []ChainEvent{}, Registered: v.Registered,
 	}
 	// The chain's ids are positional: the trainer, evaluator and registry
 	// each append their event to the trigger's.
