@@ -37,7 +37,12 @@ type Result struct {
 	FeatureSetVersion string
 	Snapshot          *gyrev1.ObjectRef
 	Rows              int
-	OnlineRows        int
+	// OnlineRows are the rows written to the online store as the batch was
+	// materialised: all of them, or none when OnlineDeferred.
+	OnlineRows int
+	// OnlineDeferred says the online rows were queued for the catch-up (the
+	// store was down, or catching up): they are written when it is back.
+	OnlineDeferred bool
 	// Window are the batch ids the feature set was fitted on, oldest first.
 	Window  []string
 	EventID string
@@ -62,6 +67,10 @@ type Materializer struct {
 	buckets buckets
 	pub     publisher
 	online  OnlineStore
+	// writer, when set, takes the online rows off the critical path: what
+	// the store does not take at once is queued (onlinequeue.go). Without
+	// it a failed online write fails the batch, to be retried.
+	writer *onlineWriter
 }
 
 // NewMaterializer returns a Materializer writing online rows to online.
@@ -76,7 +85,9 @@ func NewMaterializer(b buckets, pub publisher, online OnlineStore) *Materializer
 // batches came (or were inserted before it) since — transforms the batch with
 // them, writes the offline snapshot (Parquet, gyre-features
 // <pipeline>/<batchId>/<featureSetVersion>.parquet) and the online rows, and
-// emits features.materialized.
+// emits features.materialized. An online store that does not take the rows
+// (down, or still catching up) delays them, not the batch: they are queued
+// and the event says 0 online rows written.
 func (m *Materializer) Materialize(ctx context.Context, cmd Validated) (Result, error) {
 	bk, err := m.buckets.Get(ctx)
 	if err != nil {
@@ -124,12 +135,21 @@ func (m *Materializer) Materialize(ctx context.Context, cmd Validated) (Result, 
 	if err != nil {
 		return Result{}, fmt.Errorf("materialize batch %q: %w", cmd.BatchID, err)
 	}
-	if err := m.online.Put(ctx, rows); err != nil {
+	written := len(rows)
+	if m.writer == nil {
+		if err := m.online.Put(ctx, rows); err != nil {
+			return Result{}, fmt.Errorf("materialize batch %q: %w", cmd.BatchID, err)
+		}
+	} else if written, err = m.writer.write(ctx, bk, cmd.Pipeline, pendingBatch{
+		BatchID: cmd.BatchID, FeatureSetVersion: set.Version, Snapshot: snap.GetKey(),
+		Columns: pendingColumns(cols), LabelColumn: label, Rows: len(rows),
+	}, rows); err != nil {
 		return Result{}, fmt.Errorf("materialize batch %q: %w", cmd.BatchID, err)
 	}
 
-	res := Result{FeatureSetVersion: set.Version, Snapshot: snap, Rows: t.Len(), OnlineRows: len(rows),
-		EventID: bus.StableID(events.FeaturesMaterialized, cmd.Pipeline, cmd.BatchID, set.Version)}
+	res := Result{FeatureSetVersion: set.Version, Snapshot: snap, Rows: t.Len(), OnlineRows: written,
+		OnlineDeferred: written < len(rows),
+		EventID:        bus.StableID(events.FeaturesMaterialized, cmd.Pipeline, cmd.BatchID, set.Version)}
 	for _, e := range window {
 		res.Window = append(res.Window, e.BatchID)
 	}
@@ -147,7 +167,7 @@ func (m *Materializer) Materialize(ctx context.Context, cmd Validated) (Result, 
 	}
 	bus.Logger(ctx).Info("features materialized", "pipeline", cmd.Pipeline, "batchId", cmd.BatchID,
 		"featureSetVersion", set.Version, "window", res.Window, "rows", res.Rows, "onlineRows", res.OnlineRows,
-		"onlineStore", m.online.Kind(), "unreadableCellsCleared", cleared)
+		"onlineStore", m.online.Kind(), "onlineDeferred", res.OnlineDeferred, "unreadableCellsCleared", cleared)
 	return res, nil
 }
 

@@ -11,8 +11,10 @@
 // pipeline's validated-batch log up to and including it, so that the
 // feature-set version of a batch is the one a model trained on that window
 // has. The online store is the JetStream KV bucket gyre-online by default,
-// or Redis with --redis (pipelined writes behind a circuit breaker: while
-// Redis is down, writes fail fast and the event is redelivered later).
+// or Redis with --redis (pipelined writes behind a circuit breaker). The
+// online store is off the critical path: rows it does not take at once are
+// queued durably in gyre-state and written by a catch-up loop once it is
+// back (onlinequeue.go); the batch is materialised and announced meanwhile.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/feature runs it alone.
@@ -24,6 +26,9 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -55,7 +60,14 @@ spec.model.window.batches validated batches up to it). Snapshots are stored at
 gyre-features <pipeline>/<batchId>/<featureSetVersion>.parquet; online rows, one per
 batch row, at <pipeline>.<batch>.<row> (1-based) in the JetStream KV bucket gyre-online,
 or — with --redis redis://host:port — in Redis under gyre-online.<pipeline>.<batch>.<row>,
-written in pipelines behind a circuit breaker.`
+written in pipelines behind a circuit breaker.
+
+An online store that is down delays the online rows, never the batch: the
+snapshot is written and features.materialized emitted (onlineRowsWritten 0), and
+the rows are queued in gyre-state (feature.online.<pipeline>[.<seq>]) and written
+in order when the store is back, by whichever replica holds the queue's lease;
+the queue survives restarts. gyre_feature_online_lag_batches and
+gyre_feature_online_lag_seconds (per pipeline) measure the delay.`
 
 // Config is the feature service's configuration.
 type Config struct {
@@ -90,6 +102,9 @@ type Service struct {
 	rt           *service.Runtime
 	materializer *Materializer
 	redis        *RedisOnline
+	online       *onlineWriter
+	// catchUp ends when the online store's catch-up loop has stopped.
+	catchUp sync.WaitGroup
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -99,11 +114,22 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
-	rt, err := service.New(Name, cfg.Config, deps)
+	s := &Service{}
+	rt, err := service.New(Name, cfg.Config, deps,
+		// The catch-up loop starts once the buckets are provisioned.
+		service.WithBeforeConsume(func(ctx context.Context) error {
+			s.catchUp.Add(1)
+			go func() {
+				defer s.catchUp.Done()
+				s.online.run(ctx)
+			}()
+			return nil
+		}),
+		service.WithChecks(func() []service.Check { return []service.Check{s.onlineCheck()} }))
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{rt: rt}
+	s.rt = rt
 	var online OnlineStore = NewKVOnline(rt.JetStream())
 	if cfg.RedisURL != "" {
 		if s.redis, err = NewRedisOnline(cfg.RedisURL, rt.Logger()); err != nil {
@@ -112,7 +138,12 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 		online = s.redis
 	}
 	// Buckets open lazily: Run provisions them after New.
-	s.materializer = NewMaterializer(store.NewLazy(rt.JetStream()), rt.Publisher(), online)
+	buckets := store.NewLazy(rt.JetStream())
+	if s.online, err = newOnlineWriter(buckets, online, rt.Logger(), deps.Registry); err != nil {
+		return nil, fmt.Errorf("%s: metrics: %w", Name, err)
+	}
+	s.materializer = NewMaterializer(buckets, rt.Publisher(), online)
+	s.materializer.writer = s.online
 	if err := rt.Router().HandleDeclared(map[string]bus.Handler{"batch-validated": s.batchValidated}); err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
@@ -123,6 +154,8 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 // drains; it returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error {
 	err := s.rt.Run(ctx)
+	// The catch-up loop ends with ctx; nothing writes once it has.
+	s.catchUp.Wait()
 	if s.redis != nil {
 		// After the drain: no handler writes any more.
 		err = errors.Join(err, s.redis.Close())
@@ -135,6 +168,30 @@ func (s *Service) Handler() http.Handler { return s.rt.Handler() }
 
 // Name returns the service's name.
 func (s *Service) Name() string { return Name }
+
+// onlineCheck reports the online store's lag in /readyz. It is informative
+// and always OK: an online store that is down delays online rows, and the
+// service goes on materialising batches.
+func (s *Service) onlineCheck() service.Check {
+	c := service.Check{Name: "online-store", OK: true}
+	state := storeState(s.online.store)
+	c.Detail = s.online.store.Kind()
+	if s.redis != nil {
+		c.Detail += ", circuit breaker " + state
+	}
+	lags := s.online.lags()
+	if len(lags) == 0 {
+		c.Detail += "; current"
+		return c
+	}
+	var parts []string
+	for _, l := range lags {
+		parts = append(parts, fmt.Sprintf("%s %d batches behind (oldest queued %s ago)", l.Pipeline, l.Batches,
+			time.Since(l.Oldest).Round(time.Second)))
+	}
+	c.Detail += "; catching up: " + strings.Join(parts, ", ")
+	return c
+}
 
 // Readiness reports whether the service is ready and why not.
 func (s *Service) Readiness() service.Readiness { return s.rt.Readiness() }

@@ -9,14 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
@@ -347,34 +345,14 @@ func TestKVOnlineIsFast(t *testing.T) {
 	}
 }
 
-// redisAddr is the Redis the tests use.
-const redisAddr = "127.0.0.1:6379"
-
-// needRedis skips the test when Redis is not reachable here, but fails it in
-// CI, where Redis is part of the environment.
-func needRedis(t *testing.T) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: redisAddr, DialTimeout: time.Second})
-	t.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := c.Ping(ctx).Err(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis at %s not reachable in CI: %v", redisAddr, err)
-		}
-		t.Skipf("redis at %s not reachable: %v", redisAddr, err)
-	}
-	return c
-}
-
 // TestRedisOnline: with --redis the online rows go to Redis, and the event
 // says so.
 func TestRedisOnline(t *testing.T) {
 	t.Parallel()
-	rc := needRedis(t)
-	// A pipeline name of its own: the Redis server outlives the test.
-	name := fmt.Sprintf("rt-%d", time.Now().UnixNano())
-	r := startFeature(t, "redis://"+redisAddr)
+	rd := startRedis(t)
+	rc := rd.Client()
+	name := "rt"
+	r := startFeature(t, rd.URL())
 	r.Apply(t, fmt.Sprintf(spec, name))
 	announce(t, r, name, "b0", validate(t, r, name, "b0", batches[0]))
 	got, _ := materialized(t, r, name, 1)
@@ -386,7 +364,6 @@ func TestRedisOnline(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		keys = append(keys, feature.RedisKeyPrefix+store.OnlineKey(name, "b0", i))
 	}
-	t.Cleanup(func() { rc.Del(context.Background(), keys...) })
 	v, err := rc.Get(ctx, keys[2]).Result()
 	if err != nil || !strings.Contains(v, `"row":3`) || !strings.Contains(v, got[0].FeatureSetVersion) {
 		t.Errorf("redis %s = %q, %v", keys[2], v, err)
