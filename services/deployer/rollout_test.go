@@ -235,6 +235,11 @@ func (h *harness) drive(name, answeredBy string) driven {
 			params, _ := body["parameters"].(map[string]any)
 			got := fmt.Sprint(body["model_version"], " ", params["variant"])
 			if got != answeredBy {
+				// The rollout may have ended between reading its status and
+				// this request, and the new champion answered it.
+				if status, _, _ := h.deployment(name); !serving(status) {
+					continue
+				}
 				d.foreign = append(d.foreign, got)
 			}
 			version := strings.Fields(answeredBy)[0]
