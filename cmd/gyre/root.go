@@ -51,5 +51,6 @@ terminal.`,
 	root.AddCommand(newAuthCmd())
 	root.AddCommand(newDataCmd())
 	root.AddCommand(newDlqCmd())
+	root.AddCommand(newSchemaCmd())
 	return root
 }

@@ -224,6 +224,9 @@ func check(p *Pipeline) []FieldError {
 		if len(c.Categories) > 0 && c.Type != TypeCategory && c.Type != TypeString {
 			add(f+".categories", "categories apply to category or string columns, and %q is %s", c.Name, c.Type)
 		}
+		if c.MaxShareShift != nil && c.Type != TypeCategory && c.Type != TypeBool {
+			add(f+".maxShareShift", "maxShareShift applies to category or bool columns, and %q is %s", c.Name, c.Type)
+		}
 	}
 	if len(ds.Schema) > 0 {
 		if _, ok := columns[ds.Label]; !ok {
@@ -376,6 +379,20 @@ const (
 	DefaultMinRows          = 500
 	DefaultAccuracyDrop     = 0.05
 	DefaultCooldownBatches  = 2
+)
+
+// Defaults of schema learning and the anomalies (spec.dataset.inferSchema,
+// maxShareShift).
+const (
+	// DefaultInferBatches: the schema is learned from the first validated
+	// batch, as before inferSchema existed.
+	DefaultInferBatches = 1
+	// DefaultMaxCategories is TFDV's max_string_domain_size.
+	DefaultMaxCategories = 100
+	// DefaultMaxShareShift: two batches of 50 rows of a balanced
+	// two-valued column differ this much by chance about once in 20 (the
+	// reference is learned from a sample too); a warning, not a rejection.
+	DefaultMaxShareShift = 0.2
 )
 
 // DefaultCanarySteps are the traffic steps of a canary with none given.

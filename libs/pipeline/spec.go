@@ -56,6 +56,58 @@ type Dataset struct {
 	Rules           []string `json:"rules,omitempty"`
 	MaxMissingShare float64  `json:"maxMissingShare"`
 	MaxRowErrors    int      `json:"maxRowErrors"`
+	// InferSchema says how the schema of a pipeline that declares none,
+	// and the reference shares of category columns, are learned; nil
+	// takes the defaults (see InferBatches, MaxCategories).
+	InferSchema *InferSchema `json:"inferSchema,omitempty"`
+	// MaxShareShift is the largest L-infinity distance between a category
+	// column's value shares in a batch and in the reference before a
+	// category_shift anomaly; nil takes DefaultMaxShareShift (see
+	// ShareShiftLimit).
+	MaxShareShift *float64 `json:"maxShareShift,omitempty"`
+}
+
+// InferSchema is spec.dataset.inferSchema. Pointers and zeros are left
+// out of the canonical form, so a spec that does not set it keeps its
+// digest.
+type InferSchema struct {
+	// Batches is how many validated batches the schema and the reference
+	// are learned from; 0 means DefaultInferBatches.
+	Batches int `json:"batches,omitempty"`
+	// MaxCategories is the most distinct values a column may have for its
+	// categories (and its reference shares) to be learned; 0 means
+	// DefaultMaxCategories.
+	MaxCategories int `json:"maxCategories,omitempty"`
+}
+
+// InferBatches returns how many validated batches the schema and the
+// reference are learned from.
+func (d Dataset) InferBatches() int {
+	if d.InferSchema == nil || d.InferSchema.Batches == 0 {
+		return DefaultInferBatches
+	}
+	return d.InferSchema.Batches
+}
+
+// MaxCategories returns the most distinct values a column may have for
+// its categories to be learned.
+func (d Dataset) MaxCategories() int {
+	if d.InferSchema == nil || d.InferSchema.MaxCategories == 0 {
+		return DefaultMaxCategories
+	}
+	return d.InferSchema.MaxCategories
+}
+
+// ShareShiftLimit returns the category_shift threshold of a column: its
+// own maxShareShift, else the dataset's, else DefaultMaxShareShift.
+func (d Dataset) ShareShiftLimit(c Column) float64 {
+	switch {
+	case c.MaxShareShift != nil:
+		return *c.MaxShareShift
+	case d.MaxShareShift != nil:
+		return *d.MaxShareShift
+	}
+	return DefaultMaxShareShift
 }
 
 // Column types.
@@ -76,6 +128,12 @@ type Column struct {
 	Max             *float64 `json:"max,omitempty"`
 	Categories      []string `json:"categories,omitempty"`
 	MaxMissingShare *float64 `json:"maxMissingShare,omitempty"`
+	// MinPresence is the smallest share of rows with a value before a
+	// low_presence anomaly (a warning; MaxMissingShare is what rejects):
+	// TFDV's presence.min_fraction. Learned as the lowest share seen.
+	MinPresence *float64 `json:"minPresence,omitempty"`
+	// MaxShareShift overrides Dataset.MaxShareShift for this column.
+	MaxShareShift *float64 `json:"maxShareShift,omitempty"`
 }
 
 // Numeric reports whether the column holds numbers.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -145,52 +144,33 @@ func (v *Validator) Validate(ctx context.Context, cmd Received) (Outcome, error)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 	}
-	schema, stored, err := v.schema(ctx, bk.State, p, t)
-	if err != nil {
-		return Outcome{}, err
-	}
-	report := NewChecker(schema, p.Spec.Dataset, rules).WithFeatures(p.Spec.Features).Check(t)
-	if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
-		return v.reject(ctx, bk, cmd, rev, report)
-	}
-	if !stored && len(p.Spec.Dataset.Schema) == 0 {
-		// The first valid batch of a pipeline without a declared schema
-		// fixes it. Should another batch have fixed it meanwhile, check
-		// against that one: every batch is held to one schema.
-		kept, err := store.UpdateJSON(ctx, bk.State, store.SchemaKey(cmd.Pipeline), func(s *[]pipeline.Column, exists bool) error {
-			if exists {
-				return store.ErrNoChange
-			}
-			*s = schema
-			return nil
-		})
+	// The batch is checked against the schema as stored, and a valid
+	// batch in the learning window is learned from; should another batch
+	// be learned from (or the schema frozen) in between, the batch is
+	// checked again against what that made: every batch is held to one
+	// schema.
+	for attempt := 0; ; attempt++ {
+		rec, found, err := loadSchema(ctx, bk.State, cmd.Pipeline)
 		if err != nil {
 			return Outcome{}, fmt.Errorf("validate batch %q: %w", cmd.BatchID, err)
 		}
-		if !slices.EqualFunc(kept, schema, columnsEqual) {
-			report = NewChecker(kept, p.Spec.Dataset, rules).WithFeatures(p.Spec.Features).Check(t)
-			if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
-				return v.reject(ctx, bk, cmd, rev, report)
+		pl := makePlan(p, rec, found, cmd.BatchID, t)
+		report := NewChecker(pl.columns, p.Spec.Dataset, rules).WithFeatures(p.Spec.Features).
+			WithState(pl.state).WithReference(pl.reference, pl.refBatches).Check(t)
+		if !report.Passed(p.Spec.Dataset.MaxRowErrors) {
+			return v.reject(ctx, bk, cmd, rev, report)
+		}
+		if pl.learn {
+			err := v.learn(ctx, bk.State, p, pl, report, cmd.BatchID, rev)
+			if errors.Is(err, errReplan) && attempt < 10 {
+				continue
+			}
+			if err != nil {
+				return Outcome{}, fmt.Errorf("validate batch %q: learn the schema: %w", cmd.BatchID, err)
 			}
 		}
+		return v.accept(ctx, bk, cmd, p, rev, report, t)
 	}
-	return v.accept(ctx, bk, cmd, p, rev, report, t)
-}
-
-// schema returns the schema to check t against: the declared one, else the
-// stored inferred one (stored is true), else the one t suggests.
-func (v *Validator) schema(ctx context.Context, kv jetstream.KeyValue, p *pipeline.Pipeline, t *table.Table) ([]pipeline.Column, bool, error) {
-	if len(p.Spec.Dataset.Schema) > 0 {
-		return p.Spec.Dataset.Schema, true, nil
-	}
-	s, _, found, err := store.GetJSON[[]pipeline.Column](ctx, kv, store.SchemaKey(p.Name()))
-	if err != nil {
-		return nil, false, fmt.Errorf("validate: inferred schema: %w", err)
-	}
-	if found && len(s) > 0 {
-		return s, true, nil
-	}
-	return InferSchema(t, p.Spec.Dataset.Label), false, nil
 }
 
 func (v *Validator) accept(ctx context.Context, bk *store.Buckets, cmd Received, p *pipeline.Pipeline, rev uint64, r *Report, t *table.Table) (Outcome, error) {
@@ -315,27 +295,34 @@ type Applied struct {
 }
 
 // PipelineApplied follows a spec change. When the spec now declares a
-// schema, the schema inferred from an earlier batch is dropped: the declared
-// one rules from now on, and should the declaration be removed again later,
-// the next batch infers a fresh schema rather than reviving a stale one. Any
-// other change needs nothing: every batch reads the current spec.
+// schema, the schema learned from earlier batches (frozen or not) is
+// dropped: the declared one rules from now on, and should the declaration
+// be removed again later, the next batches learn a fresh schema rather
+// than reviving a stale one. When it no longer declares one, the
+// reference learned beside the declared schema is dropped the same way.
+// Any other change needs nothing: every batch reads the current spec (a
+// raised inferSchema.batches reopens the learning of a schema not frozen).
 func (v *Validator) PipelineApplied(ctx context.Context, cmd Applied) error {
-	if len(cmd.Spec.Spec.Dataset.Schema) == 0 {
-		return nil
-	}
 	bk, err := v.buckets.Get(ctx)
 	if err != nil {
 		return fmt.Errorf("pipeline applied: %w", err)
 	}
-	key := store.SchemaKey(cmd.Pipeline)
-	if _, err := bk.State.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) {
+	rec, found, err := loadSchema(ctx, bk.State, cmd.Pipeline)
+	if err != nil {
+		return fmt.Errorf("pipeline applied: %w", err)
+	}
+	declared := len(cmd.Spec.Spec.Dataset.Schema) > 0
+	if !found || declared == (rec.Source == SourceDeclared) {
 		return nil
 	}
+	key := store.SchemaKey(cmd.Pipeline)
 	if err := bk.State.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("pipeline applied: drop inferred schema %s: %w", key, err)
+		return fmt.Errorf("pipeline applied: drop the learned schema %s: %w", key, err)
 	}
-	bus.Logger(ctx).Info("inferred schema dropped: the spec declares one now", "pipeline", cmd.Pipeline)
+	if declared {
+		bus.Logger(ctx).Info("learned schema dropped: the spec declares one now", "pipeline", cmd.Pipeline, "frozen", rec.Frozen != nil)
+	} else {
+		bus.Logger(ctx).Info("reference of the declared schema dropped: the spec declares none now", "pipeline", cmd.Pipeline)
+	}
 	return nil
 }
-
-func columnsEqual(a, b pipeline.Column) bool { return a.Name == b.Name && a.Type == b.Type }

@@ -59,9 +59,43 @@ type Report struct {
 	// label nor the spec's features declare, in file order: they are
 	// dropped from the batch passed on (an Anomaly each).
 	Undeclared []string
-	// Anomalies are the batch's differences from its schema that are not
-	// bad rows, per column.
+	// Anomalies are the batch's differences from its schema, per column:
+	// for each column of the schema in order dropped_column, type_change,
+	// out_of_domain, low_presence, category_shift; then new_column in
+	// file order.
 	Anomalies []*gyrev1.Anomaly
+	// observed is what the batch showed of each column of the schema,
+	// for learning.
+	observed map[string]*observation
+}
+
+// observation is what a batch showed of one column of the schema.
+type observation struct {
+	// rows is the number of rows of the batch, present how many have a
+	// value in the column.
+	rows, present int
+	// numN, min and max: the numeric values of the rows passed on.
+	numN     int
+	min, max float64
+	// counts of the values of a category or bool column in the rows
+	// passed on (bool as true/false), countTotal every one of them;
+	// overflow once more than maxCounted distinct values were seen (the
+	// others are in countTotal only).
+	counts     map[string]int64
+	countTotal int64
+	overflow   bool
+}
+
+// maxCounted is the most distinct values counted per column.
+const maxCounted = 10000
+
+func (o *observation) count(v string) {
+	o.countTotal++
+	if _, ok := o.counts[v]; !ok && len(o.counts) >= maxCounted {
+		o.overflow = true
+		return
+	}
+	o.counts[v]++
 }
 
 // QuarantinedRow is one row kept out of a validated batch, with every
@@ -72,8 +106,37 @@ type QuarantinedRow struct {
 	Reasons []*gyrev1.RejectReason
 }
 
-// AnomalyNewColumn is the anomaly kind of a column nothing declares.
-const AnomalyNewColumn = "new_column"
+// Anomaly kinds (gyre.v1.Anomaly.kind), TFDV's anomalies per column. What
+// each does to the batch (docs/validation.md):
+const (
+	// AnomalyNewColumn: a column nothing declares (TFDV's
+	// SCHEMA_NEW_COLUMN). It is dropped from the batch passed on.
+	AnomalyNewColumn = "new_column"
+	// AnomalyDroppedColumn: a column of the schema is not in the batch
+	// (SCHEMA_MISSING_COLUMN). A required one rejects the batch; another
+	// counts as missing, which maxMissingShare judges.
+	AnomalyDroppedColumn = "dropped_column"
+	// AnomalyTypeChange: most of a column's values are not of its type
+	// (INT_TYPE_NOT_INT_STRING, FLOAT_TYPE_STRING_NOT_FLOAT). It rejects
+	// the batch.
+	AnomalyTypeChange = "type_change"
+	// AnomalyOutOfDomain: values below min, above max or not among the
+	// categories (INT/FLOAT_TYPE_SMALL/BIG_*, ENUM_TYPE_UNEXPECTED_STRING_VALUES).
+	// With a declared or frozen domain their rows are bad rows
+	// (quarantined); outside learned categories a warning.
+	AnomalyOutOfDomain = "out_of_domain"
+	// AnomalyLowPresence: fewer rows have a value than the schema's
+	// minPresence (FEATURE_TYPE_LOW_FRACTION_PRESENT). A warning.
+	AnomalyLowPresence = "low_presence"
+	// AnomalyCategoryShift: the L-infinity distance between a category
+	// column's value shares in the batch and in the reference is above
+	// maxShareShift (COMPARATOR_L_INFTY_HIGH of a drift or skew
+	// comparator's infinity_norm). A warning.
+	AnomalyCategoryShift = "category_shift"
+)
+
+// RuleTypeChange is the rule of the RejectReason of a type change.
+const RuleTypeChange = "type_change"
 
 // Passed reports whether the batch is valid: no problem of the whole batch,
 // and at most maxRowErrors rows with errors (those are quarantined).
@@ -112,12 +175,41 @@ type Checker struct {
 	// features are the spec's feature columns: declared even where the
 	// schema (inferred) does not list them.
 	features []string
+	// state is where the schema comes from (StateDeclared, StateFrozen,
+	// StateLearned, StateLearning): what is done with its domains.
+	state string
+	// reference and refBatches: the reference shares of category and bool
+	// columns, learned from refBatches batches.
+	reference  map[string]*Distribution
+	refBatches int
 }
 
 // NewChecker returns a checker of the dataset's label, missing shares and
-// rules against schema (declared or inferred).
+// rules against schema, a declared one (see WithState).
 func NewChecker(schema []pipeline.Column, dataset pipeline.Dataset, rules *pipeline.RuleSet) *Checker {
-	return &Checker{schema: schema, dataset: dataset, rules: rules}
+	return &Checker{schema: schema, dataset: dataset, rules: rules, state: StateDeclared}
+}
+
+// WithState says where the schema comes from. StateDeclared (the
+// default) and StateFrozen enforce its domains: values outside them are
+// bad rows. StateLearned enforces types, reports values outside the
+// learned categories as an anomaly, and leaves the learned min/max
+// unchecked. StateLearning checks types only.
+func (c *Checker) WithState(state string) *Checker {
+	c.state = state
+	return c
+}
+
+// WithReference sets the reference shares that category_shift compares a
+// batch's category and bool columns with, learned from batches batches.
+func (c *Checker) WithReference(ref map[string]*Distribution, batches int) *Checker {
+	c.reference, c.refBatches = ref, batches
+	return c
+}
+
+// enforced reports whether the schema's domains hold rows back.
+func (c *Checker) enforced() bool {
+	return c.state == StateDeclared || c.state == StateFrozen || c.state == ""
 }
 
 // WithFeatures counts the columns of the spec's features as declared: with
@@ -148,6 +240,63 @@ type cellCheck struct {
 	category *check
 	missing  *check
 	nMissing int
+
+	// numDomain and catDomain: values outside min/max, or the
+	// categories, are counted (enforced or reported).
+	numDomain, catDomain bool
+	// typeBad counts the values not of the column's type (NaN and Inf,
+	// which are floats, not counted).
+	typeBad int
+	// below and above count the values outside min/max; lowest and
+	// highest are the extreme ones, as written.
+	below, above    int
+	lowest, highest string
+	lowX, highX     float64
+	// unseen counts the values not among the categories.
+	unseen      map[string]int
+	unseenTotal int
+	obs         observation
+	// The current row's value, for obs once the row is known to pass.
+	rowNum, rowKey bool
+	rowX           float64
+	rowV           string
+}
+
+func (cc *cellCheck) outside(raw string, x float64, below bool) {
+	if below {
+		if cc.below == 0 || x < cc.lowX {
+			cc.lowX, cc.lowest = x, raw
+		}
+		cc.below++
+		return
+	}
+	if cc.above == 0 || x > cc.highX {
+		cc.highX, cc.highest = x, raw
+	}
+	cc.above++
+}
+
+func (cc *cellCheck) notAmong(raw string) {
+	cc.unseenTotal++
+	if _, ok := cc.unseen[raw]; ok || len(cc.unseen) < maxCounted {
+		cc.unseen[raw]++
+	}
+}
+
+// observe records the current row's value: the row passes.
+func (cc *cellCheck) observe() {
+	switch {
+	case cc.rowNum:
+		if cc.obs.numN == 0 || cc.rowX < cc.obs.min {
+			cc.obs.min = cc.rowX
+		}
+		if cc.obs.numN == 0 || cc.rowX > cc.obs.max {
+			cc.obs.max = cc.rowX
+		}
+		cc.obs.numN++
+	case cc.rowKey:
+		cc.obs.count(cc.rowV)
+	}
 }
 
 // Check runs every check on t. It never fails: every problem is in the report.
@@ -174,9 +323,11 @@ func (c *Checker) Check(t *table.Table) *Report {
 		}
 	}
 
+	enforced := c.enforced()
 	cols := make([]*cellCheck, 0, len(c.schema))
 	for _, col := range c.schema {
 		cc := &cellCheck{col: col, idx: t.Index(col.Name)}
+		cc.obs.counts = map[string]int64{}
 		if col.Required {
 			cc.required = newCheck("required:"+col.Name, KindRequired, col.Name)
 			if cc.idx < 0 {
@@ -184,15 +335,19 @@ func (c *Checker) Check(t *table.Table) *Report {
 				addBatch(col.Name, "required", fmt.Sprintf("required column %q is not in the batch (columns: %s)", col.Name, strings.Join(t.Columns, ", ")))
 			}
 		}
-		if col.Type != pipeline.TypeString && !(col.Type == pipeline.TypeCategory && len(col.Categories) == 0) {
-			if col.Type == pipeline.TypeCategory {
-				cc.category = newCheck("category:"+col.Name, KindCategory, col.Name)
-			} else {
-				cc.typ = newCheck("type:"+col.Name, KindType, col.Name)
-			}
+		numeric := col.Type == pipeline.TypeFloat || col.Type == pipeline.TypeInt
+		switch {
+		case numeric || col.Type == pipeline.TypeBool:
+			cc.typ = newCheck("type:"+col.Name, KindType, col.Name)
+		case col.Type == pipeline.TypeCategory && len(col.Categories) > 0 && enforced:
+			cc.category = newCheck("category:"+col.Name, KindCategory, col.Name)
 		}
-		if (col.Min != nil || col.Max != nil) && (col.Type == pipeline.TypeFloat || col.Type == pipeline.TypeInt) {
+		if (col.Min != nil || col.Max != nil) && numeric && enforced {
 			cc.rng = newCheck("range:"+col.Name, KindRange, col.Name)
+			cc.numDomain = true
+		}
+		if col.Type == pipeline.TypeCategory && len(col.Categories) > 0 && (enforced || c.state == StateLearned) {
+			cc.catDomain, cc.unseen = true, map[string]int{}
 		}
 		cc.missing = newCheck("missing:"+col.Name, KindMissing, col.Name)
 		cols = append(cols, cc)
@@ -213,6 +368,7 @@ func (c *Checker) Check(t *table.Table) *Report {
 			reasons = append(reasons, &gyrev1.RejectReason{Column: cc.col.Name, Row: int64(i + 1), Rule: rule, Message: msg, Value: truncate(value, 100)})
 		}
 		for _, cc := range cols {
+			cc.rowNum, cc.rowKey = false, false
 			if cc.idx < 0 {
 				cc.nMissing++
 				continue
@@ -229,21 +385,38 @@ func (c *Checker) Check(t *table.Table) *Report {
 			case pipeline.TypeFloat, pipeline.TypeInt:
 				x, msg := parseNumeric(raw, cc.col.Type)
 				if msg != "" {
+					if !nonFinite(raw) {
+						cc.typeBad++
+					}
 					bad(cc, cc.typ, "type", raw, msg)
 					continue
 				}
+				cc.rowNum, cc.rowX = true, x
+				if !cc.numDomain {
+					continue
+				}
 				if cc.col.Min != nil && x < *cc.col.Min {
+					cc.outside(raw, x, true)
 					bad(cc, cc.rng, "range", raw, fmt.Sprintf("value %s is below min %g", raw, *cc.col.Min))
 				} else if cc.col.Max != nil && x > *cc.col.Max {
+					cc.outside(raw, x, false)
 					bad(cc, cc.rng, "range", raw, fmt.Sprintf("value %s is above max %g", raw, *cc.col.Max))
 				}
 			case pipeline.TypeBool:
-				if _, ok := parseBool(raw); !ok {
+				b, ok := parseBool(raw)
+				if !ok {
+					cc.typeBad++
 					bad(cc, cc.typ, "type", raw, fmt.Sprintf("value %q is not a bool (want true or false)", raw))
+					continue
 				}
+				cc.rowKey, cc.rowV = true, strconv.FormatBool(b)
 			case pipeline.TypeCategory:
-				if cc.category != nil && !inCategories(raw, cc.col.Categories) {
-					bad(cc, cc.category, "category", raw, fmt.Sprintf("value %q is not one of the categories %s", raw, strings.Join(cc.col.Categories, ", ")))
+				cc.rowKey, cc.rowV = true, raw
+				if cc.catDomain && !inCategories(raw, cc.col.Categories) {
+					cc.notAmong(raw)
+					if cc.category != nil {
+						bad(cc, cc.category, "category", raw, fmt.Sprintf("value %q is not one of the categories %s", raw, strings.Join(cc.col.Categories, ", ")))
+					}
 				}
 			}
 		}
@@ -263,6 +436,11 @@ func (c *Checker) Check(t *table.Table) *Report {
 				}
 				ruleChecks[v.Rule].fail(msg)
 				reasons = append(reasons, &gyrev1.RejectReason{Row: int64(i + 1), Rule: "rule:" + v.Source, Message: msg})
+			}
+		}
+		if len(reasons) == 0 {
+			for _, cc := range cols {
+				cc.observe()
 			}
 		}
 		if len(reasons) > 0 {
@@ -302,11 +480,29 @@ func (c *Checker) Check(t *table.Table) *Report {
 		}
 	}
 
+	// A type change rejects the batch: the column no longer holds what
+	// its schema says, and passing on the few rows whose values still
+	// parse would train on a remnant.
+	changed := make([]string, len(cols))
+	for k, cc := range cols {
+		if present := r.Rows - cc.nMissing; cc.idx >= 0 && cc.typeBad > 0 && 2*cc.typeBad > present {
+			changed[k] = fmt.Sprintf("column %q is %s in the schema but %s in this batch (%d of %d values are not %s)",
+				cc.col.Name, cc.col.Type, inferType(t, cc.idx, false), cc.typeBad, present, cc.col.Type)
+			addBatch(cc.col.Name, RuleTypeChange, changed[k])
+		}
+	}
 	if r.Rows > 0 && len(r.Quarantine) == r.Rows {
 		// Quarantining every row would pass on an empty batch, which no
 		// reader takes: it is rejected like one with too many bad rows.
 		addBatch("", "rows", fmt.Sprintf("every one of the %d rows has a problem (maxRowErrors %d): no row is left to pass on",
 			r.Rows, c.dataset.MaxRowErrors))
+	}
+	passed := r.Passed(c.dataset.MaxRowErrors)
+	r.observed = make(map[string]*observation, len(cols))
+	for k, cc := range cols {
+		cc.obs.rows, cc.obs.present = r.Rows, r.Rows-cc.nMissing
+		r.observed[cc.col.Name] = &cc.obs
+		r.Anomalies = append(r.Anomalies, c.anomalies(cc, changed[k], passed)...)
 	}
 	for _, name := range t.Columns {
 		if c.declared(name) {
@@ -362,6 +558,13 @@ func (c *Checker) Check(t *table.Table) *Report {
 		}
 	}
 	return r
+}
+
+// nonFinite reports whether a numeric cell is NaN or Inf: a float, if not
+// a valid one.
+func nonFinite(raw string) bool {
+	x, err := strconv.ParseFloat(raw, 64)
+	return err == nil && (math.IsNaN(x) || math.IsInf(x, 0))
 }
 
 // columnTypes returns the type of every column of t: the schema's, or, for a

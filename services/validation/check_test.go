@@ -71,8 +71,16 @@ func TestCheck(t *testing.T) {
 			wants: []reason{{Column: "x", Row: 2, Rule: "type", Value: "abc", Message: `value "abc" is not a float`}}},
 		{name: "NaN", csv: "x,n,b,y\nNaN,3,true,1\n", wants: []reason{{Column: "x", Row: 1, Rule: "type", Value: "NaN", Message: "not a finite number"}}},
 		{name: "Inf", csv: "x,n,b,y\n0.1,3,true,1\n0.2,3,true,1\n+Inf,3,true,1\n", wants: []reason{{Column: "x", Row: 3, Rule: "type", Value: "+Inf", Message: "not a finite number"}}},
-		{name: "not an int", csv: "x,n,b,y\n0.5,3.5,true,1\n", wants: []reason{{Column: "n", Row: 1, Rule: "type", Value: "3.5", Message: "not an int"}}},
-		{name: "not a bool", csv: "x,n,b,y\n0.5,3,maybe,1\n", wants: []reason{{Column: "b", Row: 1, Rule: "type", Value: "maybe", Message: "not a bool"}}},
+		// The only value of the column is not of its type: the column
+		// changed type, which rejects the batch before its bad row.
+		{name: "not an int", csv: "x,n,b,y\n0.5,3.5,true,1\n", wants: []reason{
+			{Column: "n", Rule: "type_change", Message: `column "n" is int in the schema but float in this batch (1 of 1 values are not int)`},
+			{Column: "n", Row: 1, Rule: "type", Value: "3.5", Message: "not an int"}}},
+		{name: "not a bool", csv: "x,n,b,y\n0.5,3,maybe,1\n", wants: []reason{
+			{Column: "b", Rule: "type_change", Message: `column "b" is bool in the schema but category in this batch (1 of 1 values are not bool)`},
+			{Column: "b", Row: 1, Rule: "type", Value: "maybe", Message: "not a bool"}}},
+		{name: "a bad int among good ones", csv: "x,n,b,y\n0.5,3,true,1\n0.5,3.5,true,1\n0.5,4,true,1\n",
+			wants: []reason{{Column: "n", Row: 2, Rule: "type", Value: "3.5", Message: "not an int"}}},
 		{name: "above max", csv: "x,n,b,y\n1.5,3,true,1\n", wants: []reason{{Column: "x", Row: 1, Rule: "range", Value: "1.5", Message: "above max 1"}}},
 		{name: "below min", csv: "x,n,b,y\n-0.5,3,true,1\n", wants: []reason{{Column: "x", Row: 1, Rule: "range", Value: "-0.5", Message: "below min 0"}}},
 		{name: "not a category", csv: "x,n,b,y\n0.5,3,true,2\n", wants: []reason{{Column: "y", Row: 1, Rule: "category", Value: "2", Message: "not one of the categories 0, 1"}}},
@@ -117,7 +125,8 @@ func TestCheck(t *testing.T) {
 }
 
 // TestCheckCapsReasons: a batch with thousands of bad rows carries 100
-// reasons and the total.
+// reasons and the total: the type change of x (every value is text), then
+// the first 99 rows.
 func TestCheckCapsReasons(t *testing.T) {
 	t.Parallel()
 	var b strings.Builder
@@ -126,11 +135,11 @@ func TestCheckCapsReasons(t *testing.T) {
 		fmt.Fprintf(&b, "bad%d,%d,true,1\n", i, i)
 	}
 	r := checker(t, pipeline.Dataset{}).Check(mustRead(t, b.String()))
-	if len(r.Reasons) != validation.MaxReasons || r.ReasonsTotal != 1000 || r.RowsWithErrors != 1000 {
+	if len(r.Reasons) != validation.MaxReasons || r.ReasonsTotal != 1001 || r.RowsWithErrors != 1000 {
 		t.Fatalf("%d reasons, total %d, rows %d", len(r.Reasons), r.ReasonsTotal, r.RowsWithErrors)
 	}
-	if r.Reasons[99].Row != 100 {
-		t.Errorf("reasons are not the first rows in order: last is row %d", r.Reasons[99].Row)
+	if r.Reasons[0].Rule != validation.RuleTypeChange || r.Reasons[1].Row != 1 || r.Reasons[99].Row != 99 {
+		t.Errorf("reasons are not the type change, then the first rows in order: %v ... %v", r.Reasons[:2], r.Reasons[99])
 	}
 	var typ *gyrev1.Check
 	for _, c := range r.Checks {

@@ -1,8 +1,9 @@
 // Package validation is Gyre's validation service.
 //
 // Validation checks every received batch against its pipeline's dataset
-// schema (types, ranges, required columns; inferred from the first batch
-// when the spec has none) and CEL row rules. It emits data.batch.validated
+// schema (types, ranges, required columns; learned from the first
+// batches when the spec has none, see schema.go) and CEL row rules, and
+// reports TFDV's anomalies per column (anomalies.go). It emits data.batch.validated
 // with a report of each check and column statistics, or data.batch.rejected
 // and quarantines the batch; it follows pipeline.applied to know each
 // pipeline's current spec. Within spec.dataset.maxRowErrors, the rows a
@@ -12,7 +13,7 @@
 // The checks (Checker) are plain functions of a table and a schema; the
 // application code (Validator) loads the spec and the batch, keeps the
 // state the contract of docs/loop.md names — the validated-batch log
-// batches.<pipeline> (in arrival order), the inferred schema
+// batches.<pipeline> (in arrival order), the learned schema and reference
 // schema.<pipeline>, what was kept out of a batch
 // rejected.<pipeline>.<batch> — and emits; the ports decode events into its
 // commands. A rejected batch changes nothing but its own
@@ -43,8 +44,8 @@ const DefaultHTTPAddr = "127.0.0.1:8082"
 
 // About says what the service does in the loop; it opens the command's help.
 const About = `Validation checks every received batch against its pipeline's dataset schema (types,
-ranges, required columns; inferred from the first batch when the spec has none) and CEL
-row rules. It emits data.batch.validated with a report of each check and column
+ranges, required columns; learned from the first spec.dataset.inferSchema.batches batches
+when the spec has none) and CEL row rules. It emits data.batch.validated with a report of each check and column
 statistics, or data.batch.rejected and quarantines the batch; it follows pipeline.applied
 to know each pipeline's current spec.
 
@@ -60,6 +61,13 @@ copy in gyre-batches (<pipeline>/validated/<sha256>.csv), named by data.batch.va
 and the log, so no quarantined row reaches features, training or reference statistics.
 The reasons are kept at gyre-state rejected.<pipeline>.<batch> and served at
 GET /v1/pipelines/{pipeline}/rejected[/{batch}] (scope read; gyre data rejected).
+
+Anomalies per column, TFDV's (docs/validation.md): new_column, dropped_column (a
+required one rejects), type_change (most values of another type: rejects), out_of_domain
+(declared or frozen domains quarantine the rows; learned categories warn), low_presence
+and category_shift (warnings: L-infinity distance of the category shares to the
+reference learned from the first batches, above spec.dataset.maxShareShift). The learned
+schema and reference are kept at gyre-state schema.<pipeline>; gyre schema show|freeze.
 A validated batch is added to the pipeline's validated-batch
 log (gyre-state batches.<pipeline>) at its arrival position, the stream sequence of its
 data.batch.received, so the log follows arrival even when a batch's validation finishes

@@ -13,7 +13,6 @@ import (
 	"github.com/gyrehq/gyre/events"
 	"github.com/gyrehq/gyre/events/gyrev1"
 	"github.com/gyrehq/gyre/libs/bus"
-	"github.com/gyrehq/gyre/libs/pipeline"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/service/servicetest"
 	"github.com/gyrehq/gyre/libs/store"
@@ -222,13 +221,16 @@ func TestInferredSchema(t *testing.T) {
 	if !first.SchemaInferred || first.Columns[0].Type != "int" || first.Columns[2].Type != "category" {
 		t.Errorf("first batch: inferred %v, columns %v", first.SchemaInferred, first.Columns)
 	}
-	s, _, found, err := store.GetJSON[[]pipeline.Column](ctx, r.Buckets.State, store.SchemaKey("p2"))
-	if err != nil || !found || len(s) != 3 || s[0].Type != "int" || s[1].Type != "float" || s[2].Type != "category" {
-		t.Fatalf("stored schema = %+v, %v, %v", s, found, err)
+	rec, _, found, err := store.GetJSON[validation.Schema](ctx, r.Buckets.State, store.SchemaKey("p2"))
+	if s := rec.Columns; err != nil || !found || len(s) != 3 || s[0].Type != "int" || s[1].Type != "float" || s[2].Type != "category" {
+		t.Fatalf("stored schema = %+v, %v, %v", rec, found, err)
 	}
+	// The schema was learned from one batch (the default): an int column
+	// whose only value is a fraction changed type.
 	receive(t, r, "p2", "second", "n,f,class\n1.5,0.5,0\n")
 	rj := rejected(t, r, "p2", 1)[0]
-	if !(reason{Column: "n", Row: 1, Rule: "type", Value: "1.5", Message: "not an int"}).matches(rj.Reasons[0]) {
+	if len(rj.Reasons) != 2 || !(reason{Column: "n", Rule: "type_change", Message: "is int in the schema but float"}).matches(rj.Reasons[0]) ||
+		!(reason{Column: "n", Row: 1, Rule: "type", Value: "1.5", Message: "not an int"}).matches(rj.Reasons[1]) {
 		t.Errorf("second batch: %v", rj.Reasons)
 	}
 	receive(t, r, "p2", "third", "n,f,class\n3,2.5,1\n")
@@ -238,7 +240,7 @@ func TestInferredSchema(t *testing.T) {
 	r.Apply(t, strings.Replace(inferredSpec, "dataset: {label: class}", "dataset: {label: class, schema: [{name: n, type: float}, {name: class, type: category}]}", 1))
 	deadline := time.Now().Add(servicetest.WaitTimeout)
 	for {
-		_, _, found, err := store.GetJSON[[]pipeline.Column](ctx, r.Buckets.State, store.SchemaKey("p2"))
+		_, _, found, err := store.GetJSON[validation.Schema](ctx, r.Buckets.State, store.SchemaKey("p2"))
 		if err != nil {
 			t.Fatal(err)
 		}
