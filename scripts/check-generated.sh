@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # check-generated.sh fails when the checked-in Go code of the event payloads
 # (events/gyrev1/*.pb.go), the embedded copies of their .proto sources
-# (events/proto/gyre/v1/*.proto) or the embedded pipeline JSON Schema
-# (libs/pipeline/schema.json) is not what scripts/generate.sh makes from
-# schemas/. It generates into a scratch directory and compares; the tree is
+# (events/proto/gyre/v1/*.proto), the embedded pipeline JSON Schema
+# (libs/pipeline/schema.json) or the Open Inference Protocol's gRPC code
+# (services/deployer/oipgrpc/*.pb.go) is not what scripts/generate.sh makes
+# from schemas/ and services/deployer/oipgrpc/grpc_predict_v2.proto. It generates into a scratch directory and compares; the tree is
 # not touched, and untracked files are compared like tracked ones.
 #
 # Exit status: 0 when up to date, 1 when stale (the stale files are named; run
@@ -25,18 +26,25 @@ for f in "$tree"/*.pb.go; do cp "$f" "$work/have/"; done
 schema="$root/libs/pipeline/schema.json"
 [ -f "$schema" ] && cp "$schema" "$work/have/schema.json"
 if [ -d "$root/events/proto" ]; then cp -R "$root/events/proto" "$work/have/proto"; fi
+oip="$root/services/deployer/oipgrpc"
+oip_have=("$oip"/*.pb.go)
+if [ "${#oip_have[@]}" -gt 0 ]; then
+	mkdir -p "$work/have/oipgrpc"
+	cp "${oip_have[@]}" "$work/have/oipgrpc/"
+fi
 
 # where maps a path of the scratch layout to the tree's.
 where() {
 	case "$1" in
 	schema.json) echo "libs/pipeline/schema.json" ;;
 	proto/*) echo "events/$1" ;;
+	oipgrpc/*) echo "services/deployer/$1" ;;
 	*) echo "events/gyrev1/$1" ;;
 	esac
 }
 
 if diff -r "$work/have" "$work/want" >"$work/diff"; then
-	echo "check-generated: events/gyrev1, events/proto and libs/pipeline/schema.json are up to date with schemas/"
+	echo "check-generated: events/gyrev1, events/proto, libs/pipeline/schema.json and services/deployer/oipgrpc are up to date with their sources"
 	exit 0
 fi
 

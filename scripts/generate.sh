@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # generate.sh regenerates the Go code of the event payloads from the .proto
-# sources in schemas/ into events/gyrev1/ (package gyrev1).
+# sources in schemas/ into events/gyrev1/ (package gyrev1), and the Open
+# Inference Protocol's gRPC service (KServe's grpc_predict_v2.proto, kept
+# verbatim in services/deployer/oipgrpc/) into services/deployer/oipgrpc/.
 #
-#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go, events/proto/gyre/v1/*.proto
-#                                     # and libs/pipeline/schema.json
-#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go, DIR/proto/gyre/v1/*.proto and
-#                                     # DIR/schema.json instead (check-generated.sh)
+#   bash scripts/generate.sh          # writes events/gyrev1/*.pb.go, events/proto/gyre/v1/*.proto,
+#                                     # libs/pipeline/schema.json and services/deployer/oipgrpc/*.pb.go
+#   bash scripts/generate.sh DIR      # writes DIR/*.pb.go, DIR/proto/gyre/v1/*.proto,
+#                                     # DIR/schema.json and DIR/oipgrpc/*.pb.go instead (check-generated.sh)
 #
 # The pipeline spec's JSON Schema (schemas/pipeline/v1.schema.json, the source
 # of truth) and the payloads' .proto files are copied next to the Go packages
@@ -17,14 +19,18 @@
 # when missing) and protoc-gen-go at the version pinned by the `tool` directive
 # of events/go.mod, run through `go tool` with the events module alone
 # (GOWORK=off) so that no other module of the workspace can change its version.
+# The OIP service's code is made the same way with the plugins the deployer's
+# module pins (services/deployer/go.mod: `tool` protoc-gen-go and
+# protoc-gen-go-grpc), the module that owns it.
 #
 # The output is deterministic: files are generated into a scratch directory and
 # then replace the destination's *.pb.go (stale ones removed). The one line
 # that depends on the local protoc build, the "// protoc vX.Y.Z" version in
 # each file's header, is normalised to "(unknown)" (what protoc-gen-go writes
 # when protoc reports no version) so that machines with different protoc
-# releases agree byte for byte; the generated code itself does not depend on
-# the protoc release for proto3 sources.
+# releases agree byte for byte (protoc-gen-go-grpc's "// - protoc vX.Y.Z" line
+# likewise); the generated code itself does not depend on the protoc release
+# for proto3 sources.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -109,3 +115,42 @@ for f in "${protos[@]}"; do
 	install -m 0644 "$root/schemas/$f" "$proto_dest/$f"
 done
 echo "generate: wrote ${#protos[@]} .proto files to ${proto_dest#"$root"/}/gyre"
+
+# The Open Inference Protocol v2 gRPC service: KServe's grpc_predict_v2.proto,
+# verbatim (it names no go_package: the import path is given with M), into
+# package oipgrpc, with the plugins of the deployer's module.
+oip_src="$root/services/deployer/oipgrpc"
+oip_dest="$oip_src"
+if [ -n "${1:-}" ]; then oip_dest="$1/oipgrpc"; fi
+oip_pkg="github.com/gyrehq/gyre/services/deployer/oipgrpc;oipgrpc"
+plugin_tool() {
+	local p
+	p="$(cd "$root/services/deployer" && GOWORK=off GOFLAGS=-mod=readonly go tool -n "$1")"
+	if [ ! -x "$p" ]; then
+		p="$work/bin/$1"
+		(cd "$root/services/deployer" && GOWORK=off GOFLAGS=-mod=readonly go build -o "$p" "$2")
+	fi
+	echo "$p"
+}
+oip_go="$(plugin_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go)"
+oip_grpc="$(plugin_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc)"
+mkdir -p "$work/oip"
+(cd "$oip_src" && protoc \
+	--plugin=protoc-gen-go="$oip_go" --plugin=protoc-gen-go-grpc="$oip_grpc" \
+	-I . \
+	--go_out="$work/oip" --go_opt=paths=source_relative --go_opt=Mgrpc_predict_v2.proto="$oip_pkg" \
+	--go-grpc_out="$work/oip" --go-grpc_opt=paths=source_relative --go-grpc_opt=Mgrpc_predict_v2.proto="$oip_pkg" \
+	grpc_predict_v2.proto)
+oip_files=("$work/oip"/*.pb.go)
+if [ "${#oip_files[@]}" -ne 2 ]; then
+	echo "generate: protoc wrote ${#oip_files[@]} files for grpc_predict_v2.proto, want 2" >&2
+	exit 1
+fi
+for f in "${oip_files[@]}"; do
+	sed -i -E -e 's|^// \tprotoc +v?[0-9][^ ]*$|// \tprotoc        (unknown)|' \
+		-e 's|^// - protoc +v?[0-9][^ ]*$|// - protoc             (unknown)|' "$f"
+done
+mkdir -p "$oip_dest"
+rm -f "$oip_dest"/*.pb.go
+cp "${oip_files[@]}" "$oip_dest"/
+echo "generate: wrote ${#oip_files[@]} files to ${oip_dest#"$root"/}"

@@ -6,6 +6,10 @@
 #   prometheus                        (its promtool checks infra/prometheus/:
 #                                      tests/prometheus_test.go)
 #   chromium                          (the browser tests/dashboard_test.go drives)
+# and, not from Debian, which has no package of it:
+#   grpcurl                           (the gRPC peer of services/deployer/grpcurl_test.go),
+#                                     `go install`ed at the version pinned below into
+#                                     $(go env GOPATH)/bin (or GOBIN), where the test looks
 # With package names as arguments (install-bench-deps.sh python3-sklearn wrk)
 # only those are checked, so a benchmark does not pull in the others.
 # Idempotent: when everything is there it changes nothing and prints nothing.
@@ -13,6 +17,23 @@
 # /usr/bin/python3, the interpreter the Debian packages install into (a
 # pyenv or venv python3 earlier on PATH would not see them).
 set -euo pipefail
+
+# grpcurl, a Go program: built from its module at a pinned version.
+grpcurl_version="v1.9.4"
+# wants NAME ARGS...: whether NAME is among ARGS.
+wants() {
+	local a
+	for a in "${@:2}"; do [[ $a == "$1" ]] && return 0; done
+	return 1
+}
+if [[ $# -eq 0 ]] || wants grpcurl "$@"; then
+	gobin="$(go env GOBIN 2>/dev/null || true)"
+	[[ -n $gobin ]] || gobin="$(go env GOPATH 2>/dev/null | cut -d: -f1)/bin"
+	if ! command -v grpcurl >/dev/null 2>&1 && [[ ! -x $gobin/grpcurl ]]; then
+		echo "install-bench-deps: installing grpcurl $grpcurl_version (go install) into $gobin" >&2
+		GOWORK=off go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$grpcurl_version"
+	fi
+fi
 
 missing=()
 if [[ ! -x /usr/bin/python3 ]]; then

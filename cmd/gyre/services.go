@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/services/dashboard"
 	"github.com/gyrehq/gyre/services/deployer"
@@ -20,6 +22,9 @@ type upSettings struct {
 	// SigningKey and VerifyKeys are the registry's signing key and its
 	// public key, which the deployer trusts (upKeys).
 	SigningKey, VerifyKeys string
+	// GRPCListener is where the deployer serves the Open Inference
+	// Protocol's gRPC service (--grpc); nil: no gRPC.
+	GRPCListener net.Listener
 }
 
 // serviceBuilders build every service `gyre up` runs, in the order of the
@@ -70,7 +75,14 @@ var serviceBuilders = []serviceBuilder{
 	{deployer.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := deployer.DefaultConfig()
 		cfg.Config, cfg.VerifyKeys = c.Config, c.VerifyKeys
-		return runner(deployer.New(cfg, d))
+		svc, err := deployer.New(cfg, d)
+		if err != nil {
+			return nil, err
+		}
+		if c.GRPCListener != nil {
+			svc.ServeGRPC(c.GRPCListener)
+		}
+		return svc, nil
 	}},
 	{dashboard.Name, func(c upSettings, d service.Deps) (service.Runner, error) {
 		cfg := dashboard.DefaultConfig()

@@ -25,6 +25,7 @@ import (
 	"github.com/gyrehq/gyre/libs/embednats"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/services/dashboard"
+	"github.com/gyrehq/gyre/services/deployer"
 )
 
 // upOptions are the flags of `gyre up`.
@@ -34,6 +35,12 @@ type upOptions struct {
 	httpAddr      string
 	natsListen    string
 	natsListenSet bool // --nats-listen was given on the command line
+	// grpcAddr is where the deployer's gRPC inference service listens
+	// ("off": nowhere); grpcSet says --grpc was given (a default that is
+	// taken falls back to a free port, a given address fails); grpcBound
+	// is the address it listens on, once it does.
+	grpcAddr, grpcBound string
+	grpcSet             bool
 	// natsAuthDir holds the NATS seeds of an external server's identities
 	// (`gyre auth config --dir`); the embedded server's are in the data dir.
 	natsAuthDir     string
@@ -47,6 +54,11 @@ type upOptions struct {
 const (
 	defaultUpHTTP     = "127.0.0.1:8080"
 	defaultNATSListen = "127.0.0.1:4222"
+	// defaultUpGRPC is where the Open Inference Protocol's gRPC service
+	// listens, the port KServe's and Triton's gRPC clients are usually
+	// pointed at beside HTTP's 8080.
+	defaultUpGRPC = "127.0.0.1:8081"
+	envUpGRPC     = "GYRE_GRPC_ADDR"
 	// gyre up prints what it does; its JSON logs (stderr) show problems only
 	// unless asked for more.
 	defaultUpLogLevel = "warn"
@@ -82,13 +94,21 @@ One HTTP listener (--http, default 127.0.0.1:8080) serves:
   /services/<name>/...     each service's own /healthz, /readyz, /metrics and routes
   /v1/dlq                  the dead letters (read); POST /v1/dlq/<seq>/redrive (admin)
   /schemas/                every event payload's .proto and JSON Schema (dataschema)
+  /v2/...                  the Open Inference Protocol v2 (the deployer's), where KServe's
+                           and Triton's clients look: /v2/health/live, /v2/models/<pipeline>/infer
+
+The deployer's gRPC inference service (inference.GRPCInferenceService, KServe's
+Open Inference Protocol v2, with grpc.health.v1 and server reflection) listens on
+--grpc (default 127.0.0.1:8081; when that port is taken, a free one, said so; off:
+none). Its calls take the same bearer tokens as HTTP, as authorization metadata.
 
 While it runs, <data-dir>/up.json records its pid, NATS URL and HTTP URL, so that
 client commands such as 'gyre events' find it without flags. Ctrl-C (or SIGTERM)
 stops it cleanly: services drain their in-flight messages, HTTP stops, the
 embedded server shuts down, and up.json is removed.
 
-Serving (Open Inference Protocol v2) is at /services/deployer/v2/models/<pipeline>;
+Serving (Open Inference Protocol v2) is at /v2/models/<pipeline> and
+/services/deployer/v2/models/<pipeline>, and over gRPC on --grpc;
 the ingest API at /services/ingest/v1/pipelines/<pipeline>/batches; the registry's
 read API at /services/registry/v1/pipelines/<pipeline>/models.`,
 		Example: `  # everything local: embedded NATS in .gyre/, HTTP on 127.0.0.1:8080
@@ -102,6 +122,7 @@ read API at /services/registry/v1/pipelines/<pipeline>/models.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.natsListenSet = cmd.Flags().Changed("nats-listen")
+			o.grpcSet = cmd.Flags().Changed("grpc") || service.Env(envUpGRPC, "") != ""
 			return runUp(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -112,6 +133,8 @@ read API at /services/registry/v1/pipelines/<pipeline>/models.`,
 		"directory for the embedded server's data (nats/) and up.json (env "+envDataDir+")")
 	f.StringVar(&o.httpAddr, "http", service.Env(service.EnvHTTPAddr, defaultUpHTTP),
 		"host:port of the HTTP listener; port 0 picks a free one (env "+service.EnvHTTPAddr+")")
+	f.StringVar(&o.grpcAddr, "grpc", service.Env(envUpGRPC, defaultUpGRPC),
+		"host:port of the deployer's gRPC inference service (Open Inference Protocol v2, grpc.health.v1, reflection); port 0 picks a free one; off: none (env "+envUpGRPC+")")
 	f.StringVar(&o.natsAuthDir, "nats-auth-dir", service.Env("GYRE_NATS_AUTH_DIR", ""),
 		"with --nats: the directory of the server's Gyre identities (`gyre auth config --dir` writes <identity>.nk); each service connects with its own, gyre up and the CLI with admin.nk. Without it they connect with no credentials (env GYRE_NATS_AUTH_DIR)")
 	f.StringVar(&o.natsListen, "nats-listen", service.Env("GYRE_NATS_LISTEN", defaultNATSListen),
@@ -142,6 +165,11 @@ func (o upOptions) validate() error {
 			Reason: "applies to an external server (--nats) only: the embedded one keeps its identities in <data-dir>/" + natsAuthDir})
 	} else if err := service.ValidateHostPort(o.natsListen); err != nil {
 		errs = append(errs, &service.FieldError{Flag: "nats-listen", Env: "GYRE_NATS_LISTEN", Value: o.natsListen, Reason: err.Error()})
+	}
+	if !grpcOff(o.grpcAddr) {
+		if err := service.ValidateHostPort(o.grpcAddr); err != nil {
+			errs = append(errs, &service.FieldError{Flag: "grpc", Env: envUpGRPC, Value: o.grpcAddr, Reason: err.Error() + " (or off)"})
+		}
 	}
 	if strings.TrimSpace(o.dataDir) == "" {
 		errs = append(errs, &service.FieldError{Flag: "data-dir", Env: envDataDir, Value: o.dataDir, Reason: "is empty"})
@@ -197,6 +225,18 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 			_ = ln.Close()
 		}
 	}()
+	grpcLn, grpcNote, err := listenGRPC(o)
+	if err != nil {
+		return err
+	}
+	if grpcLn != nil {
+		// The deployer serves on it and closes it; this is for an early return.
+		defer func() { _ = grpcLn.Close() }()
+		o.grpcBound = grpcLn.Addr().String()
+	}
+	if grpcNote != "" {
+		out.printf("%s\n", grpcNote)
+	}
 
 	natsURL, natsNote, seedDir := o.natsURL, "external", o.natsAuthDir
 	if natsURL == "" {
@@ -282,7 +322,7 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		}()
 		depsOf = conns.deps
 	}
-	svcs, err := buildServices(upSettings{Config: cfg, SigningKey: priv, VerifyKeys: pub}, depsOf)
+	svcs, err := buildServices(upSettings{Config: cfg, SigningKey: priv, VerifyKeys: pub, GRPCListener: grpcLn}, depsOf)
 	if err != nil {
 		return err
 	}
@@ -305,6 +345,32 @@ func runUp(ctx context.Context, o upOptions, stdout, stderr io.Writer) (err erro
 		out.printf("Stopped.\n")
 	}
 	return err
+}
+
+// grpcOff reports whether a --grpc value turns gRPC off.
+func grpcOff(addr string) bool { return addr == "" || strings.EqualFold(addr, "off") }
+
+// listenGRPC opens --grpc: nil when it is off. The default address, when
+// taken (another gyre up, say), gives way to a free port on the same host,
+// with a note saying so, as --nats-listen's does; an address given is
+// used or fails.
+func listenGRPC(o upOptions) (net.Listener, string, error) {
+	if grpcOff(o.grpcAddr) {
+		return nil, "", nil
+	}
+	ln, err := net.Listen("tcp", o.grpcAddr)
+	if err == nil {
+		return ln, "", nil
+	}
+	if o.grpcSet {
+		return nil, "", fmt.Errorf("--grpc %s: %w (pass --grpc 127.0.0.1:0 for any free port, or --grpc off)", o.grpcAddr, err)
+	}
+	host, _, _ := net.SplitHostPort(o.grpcAddr) // validated
+	free, ferr := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if ferr != nil {
+		return nil, "", fmt.Errorf("--grpc %s: %w", o.grpcAddr, err)
+	}
+	return free, fmt.Sprintf("Note: %s is taken (%v); gRPC listens on %s instead.", o.grpcAddr, err, free.Addr()), nil
 }
 
 // startEmbedded starts the embedded NATS server on --nats-listen, or on a free
@@ -406,6 +472,10 @@ func announce(ctx context.Context, o upOptions, svcs []service.Runner, out *lock
 	}
 	out.printf("\nNATS   %s (%s)\n", service.RedactURL(st.NATSURL), natsNote)
 	out.printf("HTTP   %s/healthz  %s/readyz  %s/metrics\n", st.HTTPURL, st.HTTPURL, st.HTTPURL)
+	out.printf("OIP v2 %s/v2/models/<pipeline>/infer (REST; /v2/health/live, /v2/health/ready)\n", st.HTTPURL)
+	if o.grpcBound != "" {
+		out.printf("gRPC   %s (%s, grpc.health.v1, reflection)\n", o.grpcBound, deployer.InferenceService)
+	}
 	// The read token rides in the fragment, which the browser keeps to
 	// itself: the page sends it as a bearer header.
 	out.printf("Dashboard %s/services/%s/#token=%s\n", st.HTTPURL, dashboard.Name, readToken)
@@ -438,6 +508,13 @@ func upMux(svcs []service.Runner, deps service.Deps, logger *slog.Logger) *http.
 		names = append(names, s.Name())
 		prefix := "/services/" + s.Name()
 		mux.Handle(prefix+"/", http.StripPrefix(prefix, s.Handler()))
+		if s.Name() == deployer.Name {
+			// The Open Inference Protocol at the root too, where KServe's
+			// and Triton's clients look: the deployer's own routes, scopes
+			// and all (it serves /v2 and /v2/... only from here).
+			mux.Handle("/v2", s.Handler())
+			mux.Handle("/v2/", s.Handler())
+		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		service.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "services": names})
@@ -474,7 +551,8 @@ func upMux(svcs []service.Runner, deps service.Deps, logger *slog.Logger) *http.
 	// since any consumer must be able to resolve them.
 	mux.Handle("/schemas/", http.StripPrefix("/schemas", events.SchemaHandler()))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics", "schemas": "/schemas/", "deadLetters": "/v1/dlq"}
+		index := map[string]any{"healthz": "/healthz", "readyz": "/readyz", "metrics": "/metrics", "schemas": "/schemas/", "deadLetters": "/v1/dlq",
+			"inference": "/v2"}
 		services := map[string]string{}
 		for _, n := range names {
 			services[n] = "/services/" + n + "/"

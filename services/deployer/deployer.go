@@ -13,9 +13,11 @@
 // deployment.progressed, .completed or .rolledback with its figures.
 // It records each pipeline's deployment in gyre-deployments and restores
 // what served from there when it starts. It serves predictions with the
-// Open Inference Protocol v2 (REST) under /v2/models/<pipeline>, and
-// publishes a sample of them (spec.deployment.sampleRate) as
-// prediction.logged, off the request path.
+// Open Inference Protocol v2 — REST under /v2/models/<pipeline>, with the
+// binary tensor data extension, and, on --grpc, gRPC's
+// GRPCInferenceService (with the gRPC health service and server
+// reflection) — and publishes a sample of them (spec.deployment.sampleRate)
+// as prediction.logged, off the request path.
 //
 // New and Run are public so that `gyre up` runs the service in-process;
 // cmd/deployer runs it alone.
@@ -26,12 +28,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gyrehq/gyre/events"
+	"github.com/gyrehq/gyre/libs/httpauth"
 	"github.com/gyrehq/gyre/libs/lease"
 	"github.com/gyrehq/gyre/libs/service"
 	"github.com/gyrehq/gyre/libs/signing"
@@ -55,8 +60,10 @@ at once, switch back if it fails) — judged on error rate, p99 latency, predict
 live accuracy, with automatic promotion or rollback, emitting deployment.started, .progressed,
 .completed or .rolledback with the figures that decided, and records it in gyre-deployments,
 from where it restores what served when it starts. It serves predictions with the Open
-Inference Protocol v2 at /v2/models/<pipeline>/infer and publishes a sample of them as
-prediction.logged.`
+Inference Protocol v2 at /v2/models/<pipeline>/infer (REST, with binary tensor data) and,
+with --grpc, as gRPC's inference.GRPCInferenceService (plus grpc.health.v1 and server
+reflection; the same bearer tokens and scopes as HTTP, as authorization metadata), and
+publishes a sample of them as prediction.logged.`
 
 // Config is the deployer service's configuration.
 type Config struct {
@@ -73,6 +80,11 @@ type Config struct {
 	// VerifyKeys is a PEM file of the ed25519 public keys the deployer
 	// trusts to have signed the versions it serves (the registry's).
 	VerifyKeys string
+	// GRPCAddr is where the Open Inference Protocol's gRPC service
+	// listens (host:port, port 0 for any free one); empty: no gRPC. Off by
+	// default for the service alone, whose ports its deployment declares;
+	// `gyre up` serves it on 127.0.0.1:8081.
+	GRPCAddr string
 }
 
 // Environment variables of the deployer's own settings.
@@ -81,6 +93,7 @@ const (
 	EnvMaxRequestBytes = "GYRE_DEPLOYER_MAX_REQUEST_BYTES"
 	EnvReplicaID       = "GYRE_DEPLOYER_REPLICA_ID"
 	EnvVerifyKeys      = "GYRE_DEPLOYER_VERIFY_KEYS"
+	EnvGRPCAddr        = "GYRE_DEPLOYER_GRPC_ADDR"
 )
 
 // LeaseName is the lease of the role one deployer replica holds at a time:
@@ -111,6 +124,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		"this replica's name in the controller lease and logs, unique per replica (default: host name and process id; a pod's name on Kubernetes)")
 	c.StringFlag(fs, &c.VerifyKeys, "verify-keys", EnvVerifyKeys, c.VerifyKeys,
 		"PEM file of the ed25519 public keys (the registry's signing.pub) a version must be signed with to be served; several to rotate")
+	c.StringFlag(fs, &c.GRPCAddr, "grpc", EnvGRPCAddr, c.GRPCAddr,
+		"host:port of the Open Inference Protocol's gRPC service (inference.GRPCInferenceService, grpc.health.v1, reflection), port 0 for any free one; empty or off: none (the default)")
 }
 
 // Validate checks every setting.
@@ -127,6 +142,11 @@ func (c Config) Validate() error {
 	if err := service.ValidateReplicaID(c.ReplicaID); err != nil {
 		errs = append(errs, &service.FieldError{Flag: "replica-id", Env: EnvReplicaID, Value: c.ReplicaID, Reason: err.Error()})
 	}
+	if c.GRPCAddr != "" && !grpcOff(c.GRPCAddr) {
+		if err := service.ValidateHostPort(c.GRPCAddr); err != nil {
+			errs = append(errs, &service.FieldError{Flag: "grpc", Env: EnvGRPCAddr, Value: c.GRPCAddr, Reason: err.Error()})
+		}
+	}
 	if c.VerifyKeys == "" {
 		errs = append(errs, &service.FieldError{Flag: "verify-keys", Env: EnvVerifyKeys, Value: "",
 			Reason: "is required: the deployer serves only versions the registry signed (its --signing-key's public key; gyre auth signing-key writes a pair)"})
@@ -135,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// grpcOff reports whether a --grpc value turns gRPC off.
+func grpcOff(addr string) bool { return addr == "" || strings.EqualFold(addr, "off") }
 
 // Service is the deployer service.
 type Service struct {
@@ -146,6 +169,12 @@ type Service struct {
 	lazy    *store.Lazy
 	// lease is the controller's, made once the buckets exist.
 	lease atomic.Pointer[lease.Lease]
+	// auth checks the credentials of gRPC calls, as HTTP's routes do.
+	auth *httpauth.Authenticator
+	// grpcLn is where gRPC is served (ServeGRPC, or --grpc once Run
+	// listens); grpcAddr its address once listening.
+	grpcLn   net.Listener
+	grpcAddr atomic.Pointer[string]
 }
 
 var _ service.Runner = (*Service)(nil)
@@ -155,7 +184,7 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s config: %w", Name, err)
 	}
-	s := &Service{cfg: cfg}
+	s := &Service{cfg: cfg, auth: deps.Auth}
 	rt, err := service.New(Name, cfg.Config, deps, service.WithChecks(s.checks))
 	if err != nil {
 		return nil, err
@@ -197,10 +226,34 @@ func New(cfg Config, deps service.Deps) (*Service, error) {
 // the event handlers, gives the lease back and publishes the predictions
 // still queued. It returns nil after a clean stop.
 func (s *Service) Run(ctx context.Context) error {
+	ln := s.grpcLn
+	if ln == nil && !grpcOff(s.cfg.GRPCAddr) {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("--grpc %s: %w", s.cfg.GRPCAddr, err)
+		}
+	}
 	// The helpers stop with the runtime, also when it stops on an error.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	var grpcSrv *grpcServer
+	grpcErr := make(chan error, 1)
+	if ln != nil {
+		grpcSrv = s.newGRPCServer()
+		addr := ln.Addr().String()
+		s.grpcAddr.Store(&addr)
+		s.rt.Logger().Info("serving grpc", "addr", addr, "services", grpcSrv.serviceNames())
+		wg.Go(func() {
+			err := grpcSrv.serve(ln)
+			if err != nil {
+				// As HTTP does: a server that fails stops the service.
+				cancel()
+			}
+			grpcErr <- err
+		})
+		wg.Go(func() { grpcSrv.trackHealth(ctx) })
+	}
 	wg.Go(func() {
 		if !s.awaitTopology(ctx) {
 			return
@@ -227,8 +280,30 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.log.run(ctx, s.cfg.ShutdownTimeout) })
 	err := s.rt.Run(ctx)
 	cancel()
+	if grpcSrv != nil {
+		// Calls in flight finish within the shutdown timeout, as HTTP's.
+		grpcSrv.stop(s.cfg.ShutdownTimeout)
+		if gerr := <-grpcErr; gerr != nil {
+			err = errors.Join(err, fmt.Errorf("grpc server: %w", gerr))
+		}
+	}
 	wg.Wait()
 	return err
+}
+
+// ServeGRPC makes Run serve the Open Inference Protocol's gRPC service on
+// ln (instead of listening on --grpc): for `gyre up`, which opens its
+// listeners before it starts the services, and for tests. Call it before
+// Run; Run closes ln when it returns.
+func (s *Service) ServeGRPC(ln net.Listener) { s.grpcLn = ln }
+
+// GRPCAddr returns the address gRPC is served on, once Run listens; ""
+// before, or when gRPC is off.
+func (s *Service) GRPCAddr() string {
+	if a := s.grpcAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
 }
 
 // awaitTopology waits until the runtime has provisioned the buckets that

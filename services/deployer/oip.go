@@ -87,10 +87,18 @@ var serverVersion = sync.OnceValue(func() string {
 	return "devel"
 })
 
-// serverMetadata: the server's name, version and protocol extensions (none:
-// binary tensor data, classification outputs and the like are refused).
+// ExtensionBinaryTensorData is the name of Triton's binary tensor data
+// extension of the REST protocol, as GET /v2 and ServerMetadata list it.
+const ExtensionBinaryTensorData = "binary_tensor_data"
+
+// serverExtensions are the protocol extensions the server has: binary
+// tensor data (REST; gRPC has raw contents of its own). Classification
+// outputs and the like are refused.
+var serverExtensions = []string{ExtensionBinaryTensorData}
+
+// serverMetadata: the server's name, version and protocol extensions.
 func (s *Service) serverMetadata(w http.ResponseWriter, _ *http.Request) {
-	service.WriteJSON(w, http.StatusOK, map[string]any{"name": ServerName, "version": serverVersion(), "extensions": []string{}})
+	service.WriteJSON(w, http.StatusOK, map[string]any{"name": ServerName, "version": serverVersion(), "extensions": serverExtensions})
 }
 
 func (s *Service) live(w http.ResponseWriter, _ *http.Request) {
@@ -123,11 +131,17 @@ func notFoundf(format string, args ...any) *httpError {
 // a versioned path names (with its version), or the one answering routed
 // traffic (version 0).
 func (s *Service) resolve(r *http.Request) (rt *serving.Routing, m *serving.Model, version int64, herr *httpError) {
-	name := r.PathValue("name")
+	return s.resolveModel(r.Context(), r.PathValue("name"), r.PathValue("version"))
+}
+
+// resolveModel finds the model a request names, over REST or gRPC: the
+// routing in force and the model of version v (its number), or, v empty,
+// the one answering routed traffic (version 0).
+func (s *Service) resolveModel(ctx context.Context, name, v string) (rt *serving.Routing, m *serving.Model, version int64, herr *httpError) {
 	if events.ValidatePipeline(name) != nil {
 		return nil, nil, 0, notFoundf("unknown model %q", name)
 	}
-	if v := r.PathValue("version"); v != "" {
+	if v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
 			return nil, nil, 0, notFoundf("unknown version %q of model %s: versions are numbers from 1", v, name)
@@ -136,7 +150,7 @@ func (s *Service) resolve(r *http.Request) (rt *serving.Routing, m *serving.Mode
 	}
 	rt = s.app.Routing(name)
 	if rt == nil {
-		known, err := s.app.Known(r.Context(), name)
+		known, err := s.app.Known(ctx, name)
 		switch {
 		case err != nil:
 			return nil, nil, 0, &httpError{code: http.StatusServiceUnavailable, msg: fmt.Sprintf("model %s: %v", name, err)}
@@ -163,6 +177,15 @@ type tensorMetadata struct {
 	Shape    []int  `json:"shape"`
 }
 
+// modelMeta is a model's metadata, as REST and gRPC answer it.
+type modelMeta struct {
+	name, platform  string
+	versions        []string
+	inputs, outputs []tensorMetadata
+	// params are REST's only: the gRPC message has no field for them.
+	params map[string]any
+}
+
 // modelMetadata describes a model from its artifact's signature: its raw
 // feature columns as inputs (FP64 for numbers, BYTES for text, shape [-1]:
 // one value per row), its outputs, and in parameters the task, classes,
@@ -173,6 +196,15 @@ func (s *Service) modelMetadata(w http.ResponseWriter, r *http.Request) {
 		herr.write(w)
 		return
 	}
+	md := metadataOf(rt, m)
+	service.WriteJSON(w, http.StatusOK, map[string]any{
+		"name": md.name, "versions": md.versions, "platform": md.platform,
+		"inputs": md.inputs, "outputs": md.outputs, "parameters": md.params,
+	})
+}
+
+// metadataOf is the metadata of model m under the routing rt.
+func metadataOf(rt *serving.Routing, m *serving.Model) modelMeta {
 	var inputs []tensorMetadata
 	var columns []string
 	matrix := "FP64"
@@ -209,10 +241,8 @@ func (s *Service) modelMetadata(w http.ResponseWriter, r *http.Request) {
 	for _, v := range rt.Versions() {
 		versions = append(versions, strconv.FormatInt(v, 10))
 	}
-	service.WriteJSON(w, http.StatusOK, map[string]any{
-		"name": rt.Pipeline, "versions": versions, "platform": "gyre_" + m.Algorithm(),
-		"inputs": inputs, "outputs": outputs, "parameters": params,
-	})
+	return modelMeta{name: rt.Pipeline, versions: versions, platform: "gyre_" + m.Algorithm(),
+		inputs: inputs, outputs: outputs, params: params}
 }
 
 // modelReady: 200 {"name", "ready": true} when a model serves, 503
@@ -271,27 +301,24 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) (
 // request's tensors become one typed column per feature, the serving
 // application scores them (routing them to a variant unless the path names
 // a version), and the outputs asked for are written back. Errors are 4xx
-// {"error"} naming what is wrong, 5xx when the model or the server failed.
+// with a JSON body naming what is wrong. A request with the header
+// Inference-Header-Content-Length carries binary tensor data after its
+// JSON (Triton's binary tensor data extension), and outputs asked for in
+// binary follow the JSON of the response the same way.
 func (s *Service) infer(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	name := r.PathValue("name")
-	pipeline, variant, code := "", "", http.StatusOK
-	defer func() {
-		// Only served models label the metrics: any name can be asked for.
-		s.metrics.requests.WithLabelValues(pipeline, variant, strconv.Itoa(code)).Inc()
-		s.metrics.duration.WithLabelValues(pipeline).Observe(time.Since(start).Seconds())
-	}()
+	ob := s.observeInfer()
+	defer ob.done()
 	fail := func(c int, format string, args ...any) {
-		code = c
+		ob.code = c
 		writeError(w, c, format, args...)
 	}
 	rt, m, version, herr := s.resolve(r)
 	if herr != nil {
-		code = herr.code
+		ob.code = herr.code
 		herr.write(w)
 		return
 	}
-	pipeline = rt.Pipeline
+	ob.pipeline = rt.Pipeline
 	bp := bodies.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledBody {
@@ -309,62 +336,170 @@ func (s *Service) infer(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "%v", err)
 		return
 	}
-	in, err := decodeInfer(body, m.InputNames)
+	in, err := decodeInferHTTP(body, r.Header, m.InputNames)
 	if err != nil {
 		fail(http.StatusBadRequest, "%v", err)
 		return
 	}
-	req := serving.Request{
-		Pipeline: name, Version: version, Columns: in.columns, Inputs: in.frame,
-		// The pipeline's route header pins a caller to one canary variant.
-		RoutingKey: r.Header.Get(s.app.RouteHeader(name)),
-	}
-	res, err := s.app.Infer(r.Context(), req)
-	if err != nil {
-		var bad *serving.InputError
-		switch {
-		case errors.As(err, &bad):
-			fail(http.StatusBadRequest, "%v", err)
-		case errors.Is(err, serving.ErrUnknownModel), errors.Is(err, serving.ErrUnknownVersion):
-			fail(http.StatusNotFound, "%v", err)
-		case errors.Is(err, serving.ErrModelFailed):
-			fail(http.StatusInternalServerError, "%v", err)
-		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			// The client is gone; the status is for the metrics.
-			fail(499, "%v", err)
-		default:
-			fail(http.StatusServiceUnavailable, "%v", err)
-		}
+	name := r.PathValue("name")
+	// The pipeline's route header pins a caller to one canary variant.
+	res, herr := s.score(r.Context(), name, version, in, r.Header.Get(s.app.RouteHeader(name)))
+	if herr != nil {
+		fail(herr.code, "%s", herr.msg)
 		return
 	}
-	variant = string(res.Variant)
-	out, err := appendInferResponse((*bp)[:0], res, in)
+	ob.variant = string(res.Variant)
+	out, jsonLen, err := appendInferResponse((*bp)[:0], res, in)
 	*bp = out
 	if err != nil {
 		fail(http.StatusBadRequest, "%v", err)
 		return
 	}
 	h := w.Header()
-	h["Content-Type"] = jsonContentType
+	if jsonLen < len(out) {
+		h["Content-Type"] = octetContentType
+		h[headerInferenceLength] = []string{strconv.Itoa(jsonLen)}
+	} else {
+		h["Content-Type"] = jsonContentType
+	}
 	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 }
 
-var jsonContentType = []string{"application/json"}
+var (
+	jsonContentType  = []string{"application/json"}
+	octetContentType = []string{"application/octet-stream"}
+)
+
+// inferObservation is what the metrics record of one inference, whatever
+// its transport: the pipeline and variant that served it (only served
+// models label the metrics: any name can be asked for) and its status as
+// REST would answer it (a gRPC call is counted under the same codes).
+type inferObservation struct {
+	s                 *Service
+	start             time.Time
+	pipeline, variant string
+	code              int
+}
+
+func (s *Service) observeInfer() *inferObservation {
+	return &inferObservation{s: s, start: time.Now(), code: http.StatusOK}
+}
+
+func (o *inferObservation) done() {
+	o.s.metrics.requests.WithLabelValues(o.pipeline, o.variant, strconv.Itoa(o.code)).Inc()
+	o.s.metrics.duration.WithLabelValues(o.pipeline).Observe(time.Since(o.start).Seconds())
+}
+
+// score runs a decoded inference request through the serving application
+// — routing, the champion and candidate, rollouts and the prediction log
+// are all there — for REST and gRPC alike. The error's code is the REST
+// status of the failure.
+func (s *Service) score(ctx context.Context, name string, version int64, in *inferRequest, routingKey string) (*serving.Result, *httpError) {
+	req := serving.Request{
+		Pipeline: name, Version: version, Columns: in.columns, Inputs: in.frame,
+		RoutingKey: routingKey,
+	}
+	res, err := s.app.Infer(ctx, req)
+	if err == nil {
+		return res, nil
+	}
+	var bad *serving.InputError
+	code := http.StatusServiceUnavailable
+	switch {
+	case errors.As(err, &bad):
+		code = http.StatusBadRequest
+	case errors.Is(err, serving.ErrUnknownModel), errors.Is(err, serving.ErrUnknownVersion):
+		code = http.StatusNotFound
+	case errors.Is(err, serving.ErrModelFailed):
+		code = http.StatusInternalServerError
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The client is gone; the status is for the metrics.
+		code = statusClientGone
+	}
+	return nil, &httpError{code: code, msg: err.Error()}
+}
+
+// statusClientGone is the status of a request whose client left (nginx's
+// 499), for the metrics.
+const statusClientGone = 499
+
+// The outputs of an inference response, in the order they are written.
+const (
+	outPredict = iota
+	outProbabilities
+	outPredictionID
+	numOutputs
+)
+
+var outputNames = [numOutputs]string{OutputPredict, OutputProbabilities, OutputPredictionID}
 
 // inferRequest is an Open Inference Protocol v2 inference request, decoded
 // into what the serving application takes.
 type inferRequest struct {
 	id    string
 	hasID bool
-	// outputs asked for; all of them when none was.
-	predict, probabilities, predictionID bool
+	// want are the outputs asked for; all of them when none was.
+	want [numOutputs]bool
+	// binary are the outputs to answer in binary: the binary tensor data
+	// extension over REST, raw_output_contents over gRPC.
+	binary [numOutputs]bool
 	// asked is true when the request named its outputs.
 	asked bool
+	// binarySet are the outputs whose own parameters said binary_data.
+	binarySet [numOutputs]bool
 	// columns are the inputs given, by name, and frame their rows.
 	columns []string
 	frame   *serving.Frame
+}
+
+// ask records that the request named output name (its i-th): binary is
+// its binary_data parameter when set is true.
+func (req *inferRequest) ask(i int, name string, binary, set bool) error {
+	k := -1
+	for j, n := range outputNames {
+		if n == name {
+			k = j
+		}
+	}
+	switch {
+	case name == "":
+		return fmt.Errorf("outputs[%d]: no name (want %s, %s or %s)", i, OutputPredict, OutputProbabilities, OutputPredictionID)
+	case k < 0:
+		return fmt.Errorf("outputs: unknown output %q (want %s, %s or %s)", name, OutputPredict, OutputProbabilities, OutputPredictionID)
+	case req.want[k]:
+		return fmt.Errorf("outputs: %q asked for twice", name)
+	}
+	req.asked = true
+	req.want[k] = true
+	req.binary[k], req.binarySet[k] = binary, set
+	return nil
+}
+
+// settle fills in the outputs once the request is read: all of them when
+// it named none, and binary where its own parameters did not say, as
+// binaryOutput (the request's binary_data_output).
+func (req *inferRequest) settle(binaryOutput bool) {
+	for k := range numOutputs {
+		if !req.asked {
+			req.want[k] = true
+		}
+		if !req.binarySet[k] {
+			req.binary[k] = binaryOutput
+		}
+	}
+}
+
+// anyBinary reports whether an output asked for is to be answered in
+// binary.
+func (req *inferRequest) anyBinary() bool {
+	for k := range numOutputs {
+		if req.want[k] && req.binary[k] {
+			return true
+		}
+	}
+	return false
 }
 
 // maxRows bounds the rows of one request.
@@ -416,8 +551,42 @@ type tensor struct {
 	name, datatype string
 	shape          []int64
 	hasShape       bool
-	data           []byte
-	params         []byte
+	// data is the tensor's JSON data array; src its data given otherwise
+	// (binary, or gRPC's contents), nil for JSON.
+	data   []byte
+	src    tensorSource
+	params []byte
+}
+
+// tensorSource is a tensor's data given other than as JSON: raw
+// little-endian bytes (the binary tensor data extension, gRPC's
+// raw_input_contents) or gRPC's typed contents.
+type tensorSource interface {
+	// check fails unless the source holds total values of dt (named
+	// name), before anything is allocated for them.
+	check(dt datatype, name string, total int) error
+	// fill calls num (numeric and BOOL datatypes: the value as a float64)
+	// or text (BYTES) with each value's row-major index.
+	fill(dt datatype, name string, total int, num func(idx int, v float64), text func(idx int, v string)) error
+}
+
+// headerInferenceLength is the header of the binary tensor data extension:
+// the length of the JSON that opens a body, binary tensor data following.
+const headerInferenceLength = "Inference-Header-Content-Length"
+
+// decodeInferHTTP reads a REST inference request: JSON, or, with the
+// header Inference-Header-Content-Length, that many bytes of JSON and the
+// binary data of the tensors that give binary_data_size.
+func decodeInferHTTP(body []byte, h http.Header, inputs func() []string) (*inferRequest, error) {
+	v := h.Values(headerInferenceLength)
+	if len(v) == 0 {
+		return decodeInfer(body, inputs)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v[0]), 10, 64)
+	if len(v) > 1 || err != nil || n < 0 || n > int64(len(body)) {
+		return nil, fmt.Errorf("header %s: %q is not the length of the JSON that opens the body (0 to %d bytes)", headerInferenceLength, strings.Join(v, ", "), len(body))
+	}
+	return decodeInferParts(body[:n], body[n:], true, inputs)
 }
 
 // decodeInfer reads an inference request. Each input tensor is one raw
@@ -426,6 +595,14 @@ type tensor struct {
 // Data is row-major, flat or nested as the shape; null is a missing value.
 // inputs names the model's inputs; it is called only for a 2-D tensor.
 func decodeInfer(body []byte, inputs func() []string) (*inferRequest, error) {
+	return decodeInferParts(body, nil, false, inputs)
+}
+
+// decodeInferParts reads an inference request whose JSON is body; with
+// binary (the request had Inference-Header-Content-Length), bin is the
+// binary data that followed it: each tensor with a binary_data_size
+// parameter takes that many bytes of it, in the order of the inputs.
+func decodeInferParts(body, bin []byte, binary bool, inputs func() []string) (*inferRequest, error) {
 	s := &scanner{b: body}
 	if s.peek() != '{' {
 		return nil, s.unexpected("a JSON object")
@@ -468,17 +645,24 @@ func decodeInfer(body []byte, inputs func() []string) (*inferRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.peek() != 0 {
-		return nil, s.errorf("data after the JSON object")
+	if s.ws(); s.i < len(s.b) {
+		// A NUL byte is data too (peek would take it for the end).
+		if !binary {
+			// Binary tensor data needs Inference-Header-Content-Length.
+			return nil, s.errorf("data after the JSON object")
+		}
+		return nil, s.errorf("data after the JSON object, within its %s", headerInferenceLength)
 	}
-	if err := checkParams(params, "parameters", "binary_data_output"); err != nil {
+	binaryOutput, _, err := paramFlag(params, "parameters", "binary_data_output")
+	if err != nil {
 		return nil, err
 	}
-	if !req.asked {
-		req.predict, req.probabilities, req.predictionID = true, true, true
-	}
+	req.settle(binaryOutput)
 	if len(tensors) == 0 {
 		return nil, errors.New("inputs: empty; give one tensor per feature column, or one [N, K] tensor of them all")
+	}
+	if err := binaryInputs(tensors, bin, binary); err != nil {
+		return nil, err
 	}
 	if err := req.decodeTensors(tensors, inputs); err != nil {
 		return nil, err
@@ -561,24 +745,15 @@ func (s *scanner) output(i int, req *inferRequest) error {
 	if err != nil {
 		return err
 	}
-	var seen *bool
-	switch name {
-	case OutputPredict:
-		seen = &req.predict
-	case OutputProbabilities:
-		seen = &req.probabilities
-	case OutputPredictionID:
-		seen = &req.predictionID
-	case "":
-		return fmt.Errorf("outputs[%d]: no name (want %s, %s or %s)", i, OutputPredict, OutputProbabilities, OutputPredictionID)
-	default:
-		return fmt.Errorf("outputs: unknown output %q (want %s, %s or %s)", name, OutputPredict, OutputProbabilities, OutputPredictionID)
+	field := fmt.Sprintf("outputs[%d].parameters", i)
+	if err := checkParams(params, field, "classification"); err != nil {
+		return err
 	}
-	if *seen {
-		return fmt.Errorf("outputs: %q asked for twice", name)
+	binary, set, err := paramFlag(params, field, "binary_data")
+	if err != nil {
+		return err
 	}
-	*seen = true
-	return checkParams(params, fmt.Sprintf("outputs[%d].parameters", i), "binary_data", "classification")
+	return req.ask(i, name, binary, set)
 }
 
 // params reads a parameters object and returns its bytes.
@@ -590,9 +765,9 @@ func (s *scanner) params(field string) ([]byte, error) {
 }
 
 // checkParams refuses the parameters of protocol extensions the server
-// does not have (binary tensor data, classification): a client asking for
-// them would misread a plain JSON answer. false or null asks for nothing.
-// Other parameters are the client's and are ignored.
+// does not have (classification): a client asking for them would misread
+// the answer. false or null asks for nothing. Other parameters are the
+// client's and are ignored.
 func checkParams(raw []byte, field string, refused ...string) error {
 	if len(raw) == 0 {
 		return nil
@@ -608,7 +783,7 @@ func checkParams(raw []byte, field string, refused ...string) error {
 				continue
 			}
 			if val := string(v); val != "false" && val != "null" && val != "0" {
-				return fmt.Errorf("%s.%s: %s is not supported: this server answers in JSON only and lists no extension for it", field, key, val)
+				return fmt.Errorf("%s.%s: %s is not supported: this server lists no extension for it (it has %s)", field, key, val, strings.Join(serverExtensions, ", "))
 			}
 		}
 		return nil
@@ -646,13 +821,8 @@ func (req *inferRequest) decodeTensors(tensors []tensor, inputs func() []string)
 			return fmt.Errorf("input %q: datatype %q is not supported (want %s)", t.name, t.datatype, datatypes)
 		case !t.hasShape:
 			return fmt.Errorf("input %q: no shape (want [N], one value per row)", t.name)
-		case t.data == nil:
+		case t.data == nil && t.src == nil:
 			return fmt.Errorf("input %q: no data", t.name)
-		}
-		if t.params != nil {
-			if err := checkParams(t.params, fmt.Sprintf("input %q: parameters", t.name), "binary_data_size"); err != nil {
-				return err
-			}
 		}
 		// A 2-D tensor named as no model input holds every column.
 		width := 1
@@ -683,7 +853,11 @@ func (req *inferRequest) decodeTensors(tensors []tensor, inputs func() []string)
 		}
 		rows = int(n)
 		total := int(n) * width
-		if total > len(t.data) {
+		if t.src != nil {
+			if err := t.src.check(dt, t.datatype, total); err != nil {
+				return fmt.Errorf("input %q: %w", t.name, err)
+			}
+		} else if total > len(t.data) {
 			// Each value takes a byte at least: count them, and fail.
 			err := tensorData(t.data, t.shape, total, func(int, token) error { return nil })
 			return fmt.Errorf("input %q: %w", t.name, err)
@@ -709,6 +883,15 @@ func (req *inferRequest) decodeTensors(tensors []tensor, inputs func() []string)
 			req.columns = append(req.columns, c)
 		}
 		cols := f.Columns[start:]
+		if t.src != nil {
+			err := t.src.fill(dt, t.datatype, total,
+				func(idx int, v float64) { cols[idx%width].Numbers[idx/width] = v },
+				func(idx int, v string) { cols[idx%width].Text[idx/width] = v })
+			if err != nil {
+				return fmt.Errorf("input %q: %w", t.name, err)
+			}
+			continue
+		}
 		err := tensorData(t.data, t.shape, total, func(idx int, tok token) error {
 			c := &cols[idx%width]
 			i := idx / width
@@ -823,15 +1006,90 @@ func numberValue(dt datatype, name string, t token) (float64, error) {
 	return v, nil
 }
 
-// appendInferResponse appends the response: predict (class names, or
-// values for a regressor), probabilities [N, classes] and prediction_id
-// [N] — those the request asked for, all of them otherwise.
-func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]byte, error) {
+// checkOutputs fails when the request asked for an output the model does
+// not have.
+func (req *inferRequest) checkOutputs(task ml.Task) error {
+	if req.asked && req.want[outProbabilities] && task == ml.Regression {
+		return fmt.Errorf("outputs: %q: a regression model has no probabilities", OutputProbabilities)
+	}
+	return nil
+}
+
+// outputs lists the outputs of a response: those asked for that the model
+// has, in the order they are written.
+func (req *inferRequest) outputs(task ml.Task) []int {
+	out := make([]int, 0, numOutputs)
+	for k := range numOutputs {
+		if req.want[k] && (k != outProbabilities || task != ml.Regression) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// outputTensor describes output k of a result: its datatype and shape.
+func outputTensor(k int, res *serving.Result) (datatype string, shape []int) {
 	p := res.Predictions
 	n := len(res.PredictionIDs)
-	if req.asked && req.probabilities && p.Task == ml.Regression {
-		return dst, fmt.Errorf("outputs: %q: a regression model has no probabilities", OutputProbabilities)
+	switch k {
+	case outPredict:
+		if p.Task == ml.Regression {
+			return "FP64", []int{n}
+		}
+		return "BYTES", []int{n}
+	case outProbabilities:
+		return "FP64", []int{n, len(p.Classes)}
 	}
+	return "BYTES", []int{n}
+}
+
+// appendRawOutput appends output k of a result in the binary form of the
+// protocol (REST's binary tensor data, gRPC's raw_output_contents):
+// little-endian FP64, or BYTES as a 4-byte little-endian length and the
+// bytes of each element.
+func appendRawOutput(dst []byte, k int, res *serving.Result) []byte {
+	p := res.Predictions
+	switch {
+	case k == outPredict && p.Task == ml.Regression:
+		return appendRawFloats(dst, p.Values)
+	case k == outPredict:
+		return appendRawStrings(dst, p.Labels)
+	case k == outProbabilities:
+		for _, row := range p.Proba {
+			dst = appendRawFloats(dst, row)
+		}
+		return dst
+	}
+	return appendRawStrings(dst, res.PredictionIDs)
+}
+
+// rawOutputSize is the length of appendRawOutput's bytes.
+func rawOutputSize(k int, res *serving.Result) int {
+	p := res.Predictions
+	switch {
+	case k == outPredict && p.Task == ml.Regression:
+		return 8 * len(p.Values)
+	case k == outPredict:
+		return rawStringsSize(p.Labels)
+	case k == outProbabilities:
+		return 8 * len(p.Proba) * len(p.Classes)
+	}
+	return rawStringsSize(res.PredictionIDs)
+}
+
+// appendInferResponse appends the response: predict (class names, or
+// values for a regressor), probabilities [N, classes] and prediction_id
+// [N] — those the request asked for, all of them otherwise. An output
+// asked for in binary gives its binary_data_size in parameters, and its
+// bytes follow the JSON, in the order of the outputs: jsonLen is the
+// length of the JSON (Inference-Header-Content-Length), len(out) when no
+// output is binary.
+func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) (out []byte, jsonLen int, err error) {
+	p := res.Predictions
+	if err := req.checkOutputs(p.Task); err != nil {
+		return dst, 0, err
+	}
+	start := len(dst)
 	dst = append(dst, `{"model_name":`...)
 	dst = appendJSONString(dst, res.Pipeline)
 	dst = append(dst, `,"model_version":"`...)
@@ -846,14 +1104,15 @@ func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]
 	dst = append(dst, `,"variant":`...)
 	dst = appendJSONString(dst, string(res.Variant))
 	dst = append(dst, `},"outputs":[`...)
-	first := true
-	open := func(name, datatype string, shape ...int) {
-		if !first {
+	outputs := req.outputs(p.Task)
+	binary := false
+	for i, k := range outputs {
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
+		datatype, shape := outputTensor(k, res)
 		dst = append(dst, `{"name":"`...)
-		dst = append(dst, name...)
+		dst = append(dst, outputNames[k]...)
 		dst = append(dst, `","datatype":"`...)
 		dst = append(dst, datatype...)
 		dst = append(dst, `","shape":[`...)
@@ -863,51 +1122,65 @@ func appendInferResponse(dst []byte, res *serving.Result, req *inferRequest) ([]
 			}
 			dst = strconv.AppendInt(dst, int64(d), 10)
 		}
+		if req.binary[k] {
+			binary = true
+			dst = append(dst, `],"parameters":{"binary_data_size":`...)
+			dst = strconv.AppendInt(dst, int64(rawOutputSize(k, res)), 10)
+			dst = append(dst, "}}"...)
+			continue
+		}
 		dst = append(dst, `],"data":[`...)
-	}
-	if req.predict {
-		if p.Task == ml.Regression {
-			open(OutputPredict, "FP64", n)
-			for i, v := range p.Values {
-				if i > 0 {
-					dst = append(dst, ',')
-				}
-				dst = appendFloat(dst, v)
-			}
-		} else {
-			open(OutputPredict, "BYTES", n)
-			for i, l := range p.Labels {
-				if i > 0 {
-					dst = append(dst, ',')
-				}
-				dst = appendJSONString(dst, l)
-			}
-		}
+		dst = appendJSONData(dst, k, res)
 		dst = append(dst, "]}"...)
 	}
-	if req.probabilities && p.Task != ml.Regression {
-		open(OutputProbabilities, "FP64", n, len(p.Classes))
+	dst = append(dst, "]}"...)
+	jsonLen = len(dst) - start
+	if binary {
+		for _, k := range outputs {
+			if req.binary[k] {
+				dst = appendRawOutput(dst, k, res)
+			}
+		}
+	}
+	return dst, jsonLen, nil
+}
+
+// appendJSONData appends the elements of output k, comma-separated.
+func appendJSONData(dst []byte, k int, res *serving.Result) []byte {
+	p := res.Predictions
+	switch {
+	case k == outPredict && p.Task == ml.Regression:
+		for i, v := range p.Values {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendFloat(dst, v)
+		}
+	case k == outPredict:
+		for i, l := range p.Labels {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, l)
+		}
+	case k == outProbabilities:
 		for i, row := range p.Proba {
-			for k, v := range row {
-				if i > 0 || k > 0 {
+			for j, v := range row {
+				if i > 0 || j > 0 {
 					dst = append(dst, ',')
 				}
 				dst = appendFloat(dst, v)
 			}
 		}
-		dst = append(dst, "]}"...)
-	}
-	if req.predictionID {
-		open(OutputPredictionID, "BYTES", n)
+	default:
 		for i, id := range res.PredictionIDs {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
 			dst = appendJSONString(dst, id)
 		}
-		dst = append(dst, "]}"...)
 	}
-	return append(dst, "]}"...), nil
+	return dst
 }
 
 // deployment answers a pipeline's deployment record and, while a rollout

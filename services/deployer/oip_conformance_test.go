@@ -17,7 +17,7 @@ const maxBody = 64 << 10
 
 // conformance starts a deployer (body limit maxBody) serving "oip", a
 // classifier of x (numeric) and c (text), and "reg", a regressor of the
-// same inputs batching at most 8 rows.
+// same inputs batching at most 8 rows, over REST and gRPC.
 func conformance(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t)
@@ -30,7 +30,11 @@ func conformance(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.env.ApplyPipeline(reg)
-	h.run(func(c *deployer.Config) { c.MaxRequestBytes = maxBody })
+	h.run(func(c *deployer.Config) {
+		c.MaxRequestBytes = maxBody
+		// The same deployer answers gRPC (grpc_test.go).
+		c.GRPCAddr = "127.0.0.1:0"
+	})
 	h.promote("oip", 1, h.storeBundle("oip", "r1", false, false), 0.9)
 	var csv strings.Builder
 	csv.WriteString("x,c,y\n")
@@ -178,14 +182,17 @@ func TestOIPRequests(t *testing.T) {
 		{name: "outputs in JSON", body: map[string]any{"inputs": good, "outputs": []any{
 			map[string]any{"name": "predict", "parameters": map[string]any{"binary_data": false}}, map[string]any{"name": "prediction_id"}}},
 			code: 200, absent: "probabilities"},
-		{name: "binary output refused", body: map[string]any{"inputs": good, "outputs": []any{map[string]any{"name": "predict", "parameters": map[string]any{"binary_data": true}}}},
-			code: 400, want: `outputs[0].parameters.binary_data: true is not supported`},
+		{name: "binary_data not a flag", body: map[string]any{"inputs": good, "outputs": []any{map[string]any{"name": "predict", "parameters": map[string]any{"binary_data": "yes"}}}},
+			code: 400, want: `outputs[0].parameters.binary_data: \"yes\" is not true or false`},
 		{name: "classification output refused", body: map[string]any{"inputs": good, "outputs": []any{map[string]any{"name": "predict", "parameters": map[string]any{"classification": 2}}}},
 			code: 400, want: `classification: 2 is not supported`},
-		{name: "binary response refused", body: map[string]any{"parameters": map[string]any{"binary_data_output": true}, "inputs": good},
-			code: 400, want: `parameters.binary_data_output: true is not supported`},
-		{name: "binary input refused", body: map[string]any{"inputs": []any{map[string]any{"name": "x", "datatype": "FP64", "shape": []int{2}, "data": []any{1, 2},
-			"parameters": map[string]any{"binary_data_size": 16}}, c}}, code: 400, want: `input \"x\": parameters.binary_data_size: 16 is not supported`},
+		{name: "binary_data_output not a flag", body: map[string]any{"parameters": map[string]any{"binary_data_output": 2}, "inputs": good},
+			code: 400, want: `parameters.binary_data_output: 2 is not true or false`},
+		{name: "binary input without the header", body: map[string]any{"inputs": []any{map[string]any{"name": "x", "datatype": "FP64", "shape": []int{2},
+			"parameters": map[string]any{"binary_data_size": 16}}, c}}, code: 400,
+			want: `input \"x\": parameters.binary_data_size: binary tensor data needs the header Inference-Header-Content-Length`},
+		{name: "binary_data_size not a size", body: map[string]any{"inputs": []any{map[string]any{"name": "x", "datatype": "FP64", "shape": []int{2},
+			"parameters": map[string]any{"binary_data_size": -1}}, c}}, code: 400, want: `binary_data_size: -1 is not a size in bytes`},
 		{name: "unknown output", body: map[string]any{"inputs": good, "outputs": []any{map[string]any{"name": "logits"}}}, code: 400, want: `unknown output \"logits\"`},
 		{name: "output twice", body: map[string]any{"inputs": good, "outputs": []any{map[string]any{"name": "predict"}, map[string]any{"name": "predict"}}},
 			code: 400, want: `\"predict\" asked for twice`},
@@ -296,7 +303,7 @@ func TestOIPMetadata(t *testing.T) {
 		code       int
 		want       []string
 	}{
-		{"server", "/v2", 200, []string{`"name":"gyre-deployer"`, `"version":"`, `"extensions":[]`}},
+		{"server", "/v2", 200, []string{`"name":"gyre-deployer"`, `"version":"`, `"extensions":["binary_tensor_data"]`}},
 		{"live", "/v2/health/live", 200, []string{`"live":true`}},
 		{"ready", "/v2/health/ready", 200, []string{`"ready":true`}},
 		{"classifier", "/v2/models/oip", 200, []string{

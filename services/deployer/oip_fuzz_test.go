@@ -29,3 +29,22 @@ func FuzzDecodeInfer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeInferBinary checks the decoder of the binary tensor data
+// extension: whatever the JSON header and the binary data, it never
+// panics, and what it accepts has a JSON header and takes every byte.
+func FuzzDecodeInferBinary(f *testing.F) {
+	f.Add([]byte(`{"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "parameters": {"binary_data_size": 8}}]}`),
+		[]byte{0, 0, 0, 0, 0, 0, 0xe0, 0x3f})
+	f.Add([]byte(`{"inputs": [{"name": "c", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": 10}}], "parameters": {"binary_data_output": true}}`),
+		[]byte{1, 0, 0, 0, 'a', 1, 0, 0, 0, 'b'})
+	f.Add([]byte(`{"inputs": [{"name": "m", "datatype": "FP16", "shape": [1, 2], "parameters": {"binary_data_size": 4}}]}`), []byte{0, 0x3c, 0, 0xbc})
+	f.Add([]byte(`{"inputs": [{"name": "b", "datatype": "BOOL", "shape": [2], "parameters": {"binary_data_size": 2}}]}`), []byte{1, 2})
+	names := func() []string { return []string{"x", "c"} }
+	f.Fuzz(func(t *testing.T, header, bin []byte) {
+		req, err := decodeInferParts(header, bin, true, names)
+		if err == nil && !json.Valid(header) {
+			t.Fatalf("accepted an invalid JSON header %q: %+v", header, req)
+		}
+	})
+}

@@ -28,7 +28,17 @@
 // per request and be measured with the kernel's sharing of the cores.
 // --server-cpus none shares them.
 //
+// Then it compares the protocols for single-row requests to the same
+// model (pipeline "bench"): REST with JSON, REST with the binary tensor
+// data extension, and the Open Inference Protocol's gRPC service with
+// typed and with raw contents, each driven by a Go client in a process of
+// its own on the load's CPUs (closed loop, every latency recorded; see
+// protocols.go), at --protocol-connections, and reports requests/s, p50,
+// p90 and p99 and the server's CPU per request. --only-protocols runs that
+// comparison alone (no wrk needed).
+//
 //	go run ./services/deployer/cmd/servebench                 # the table
+//	go run ./services/deployer/cmd/servebench --only-protocols       # gRPC against REST only
 //	go run ./services/deployer/cmd/servebench --cpuprofile cpu.out   # profile the Gyre single-row runs
 package main
 
@@ -95,11 +105,25 @@ type config struct {
 	halfRepeat  int
 	// cpus keeps the servers apart from wrk and the JetStream process.
 	cpus placement
+	// protocols are compared for single-row requests (protocols.go), at
+	// protocolConns connections, protocolFor per run; onlyProtocols skips
+	// the wrk runs.
+	protocols     []string
+	protocolConns []int
+	protocolFor   time.Duration
+	onlyProtocols bool
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == protocolClientArg {
+		if err := protocolClient(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "servebench protocol client:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 2 && os.Args[1] == natsChildArg {
 		if err := natsChild(os.Args[2]); err != nil {
 			fmt.Fprintln(os.Stderr, "servebench nats:", err)
@@ -135,8 +159,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&cfg.halfRepeat, "half-repeat", 5, "runs of each latency measurement at half of the peak rate (the noisiest figure); the table gives their median")
 	fs.Float64Var(&cfg.halfRate, "half-rate", 0, "send the latency runs at this rate (requests/s) for every target, instead of half of each one's peak")
 	fs.Float64Var(&cfg.queueDelay, "queue-delay-ms", pipeline.DefaultMaxQueueDelayMs, "spec.deployment.batching.maxQueueDelayMs of the batched pipeline")
+	protocols := fs.String("protocols", strings.Join(protocolNames, ","), "protocols compared for single-row requests after the wrk runs, comma-separated ("+strings.Join(protocolNames, ", ")+"); none: no comparison")
+	protocolConns := fs.String("protocol-connections", "1,8", "connection counts of the protocol comparison, comma-separated")
+	fs.DurationVar(&cfg.protocolFor, "protocol-for", 5*time.Second, "length of each run of the protocol comparison (after a 1 s warm-up)")
+	fs.BoolVar(&cfg.onlyProtocols, "only-protocols", false, "run the protocol comparison alone, not the wrk runs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *protocols != "" && *protocols != "none" {
+		for p := range strings.SplitSeq(*protocols, ",") {
+			if p = strings.TrimSpace(p); !slices.Contains(protocolNames, p) {
+				return fmt.Errorf("--protocols: %q is not one of %s", p, strings.Join(protocolNames, ", "))
+			}
+			cfg.protocols = append(cfg.protocols, strings.TrimSpace(p))
+		}
+	}
+	if cfg.onlyProtocols && len(cfg.protocols) == 0 {
+		return errors.New("--only-protocols with --protocols none: nothing to run")
 	}
 	var err error
 	if cfg.repeat < 1 {
@@ -166,10 +205,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if cfg.conns, err = ints(*conns); err != nil {
 		return fmt.Errorf("--connections: %w", err)
 	}
+	if cfg.protocolConns, err = ints(*protocolConns); err != nil {
+		return fmt.Errorf("--protocol-connections: %w", err)
+	}
 	if cfg.rows, err = ints(*rows); err != nil {
 		return fmt.Errorf("--rows: %w", err)
 	}
-	if _, err := exec.LookPath(cfg.wrk); err != nil {
+	if _, err := exec.LookPath(cfg.wrk); err != nil && !cfg.onlyProtocols {
 		return fmt.Errorf("wrk not found (apt-get install wrk, or scripts/bench-serving.sh installs it): %w", err)
 	}
 	dir, err := os.MkdirTemp("", "servebench-")
@@ -205,12 +247,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "wrk: %s per run, %d threads; prediction.logged sample rate %g\n", cfg.duration, cfg.threads, cfg.sampleRate)
-	if cfg.cpus.pinned() {
-		fmt.Fprintf(out, "servers on CPUs %s (GOMAXPROCS %d); wrk and the JetStream process on CPUs %s\n\n", cfg.cpus.server, runtime.GOMAXPROCS(0), cfg.cpus.load)
-	} else {
-		fmt.Fprintf(out, "servers, wrk and the JetStream process share %d CPUs (GOMAXPROCS %d)\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	if err := checkProtocols(env, cfg.protocols); err != nil {
+		return err
 	}
+	if cfg.onlyProtocols {
+		placementNote(out, cfg)
+		return compareProtocols(ctx, cfg, env, out)
+	}
+	fmt.Fprintf(out, "wrk: %s per run, %d threads; prediction.logged sample rate %g\n", cfg.duration, cfg.threads, cfg.sampleRate)
+	placementNote(out, cfg)
 
 	var prof *os.File
 	// Every cell is measured cfg.repeat times, the targets taking turns, and
@@ -348,7 +393,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "prediction.logged, requests: %.0f published, %.0f dropped (queue full), %.0f failed\n",
 			m[`gyre_deployer_prediction_logs_total{outcome="published"}`], m[metricDropped], m[`gyre_deployer_prediction_logs_total{outcome="failed"}`])
 	}
+	if len(cfg.protocols) > 0 {
+		return compareProtocols(ctx, cfg, env, out)
+	}
 	return nil
+}
+
+// placementNote says where the servers and the load run.
+func placementNote(out io.Writer, cfg config) {
+	if cfg.cpus.pinned() {
+		fmt.Fprintf(out, "servers on CPUs %s (GOMAXPROCS %d); the load (wrk, the protocol clients) and the JetStream process on CPUs %s\n\n", cfg.cpus.server, runtime.GOMAXPROCS(0), cfg.cpus.load)
+	} else {
+		fmt.Fprintf(out, "servers, the load and the JetStream process share %d CPUs (GOMAXPROCS %d)\n\n", runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	}
 }
 
 // measure runs one measurement of t and waits for the prediction log to
@@ -524,8 +581,10 @@ spec:
 // deployerEnv is an embedded JetStream server with Gyre's topology and the
 // deployer serving the bench pipelines over HTTP.
 type deployerEnv struct {
-	url   string
-	close func()
+	url string
+	// grpcAddr is where the deployer serves gRPC.
+	grpcAddr string
+	close    func()
 	// metrics returns the deployer's prediction log series, by name and
 	// labels as exposed ("gyre_deployer_prediction_logs_total{outcome=\"dropped\"}").
 	metrics func() (map[string]float64, error)
@@ -645,6 +704,7 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config)
 	cfg.VerifyKeys = filepath.Join(keysDir, signing.PublicKeyFile)
 	// The bench measures serving, not authentication.
 	cfg.HTTPAuth = service.HTTPAuthNone
+	cfg.GRPCAddr = "127.0.0.1:0"
 	proc, err := service.Connect(ctx, cfg.Config, "servebench", service.WithLogOutput(io.Discard), service.WithTraceOutput(io.Discard))
 	if err != nil {
 		return fail(err)
@@ -680,6 +740,7 @@ func startDeployer(ctx context.Context, dir string, b *bundle.Bundle, bc config)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	env.grpcAddr = svc.GRPCAddr()
 	data, err := bundle.Marshal(b)
 	if err != nil {
 		return fail(err)
