@@ -187,18 +187,9 @@ func readJSONL(data []byte) (*Table, error) {
 		if len(text) == 0 {
 			continue
 		}
-		dec := json.NewDecoder(bytes.NewReader(text))
-		dec.UseNumber()
-		var obj map[string]any
-		if err := dec.Decode(&obj); err != nil || obj == nil {
-			reason := "not a JSON object"
-			if err != nil {
-				reason = "not a JSON object: " + err.Error()
-			}
-			return nil, &Error{Format: FormatJSONL, Row: len(objs) + 1, Reason: reason}
-		}
-		if dec.More() {
-			return nil, &Error{Format: FormatJSONL, Row: len(objs) + 1, Reason: "more than one JSON value on the line"}
+		obj, err := DecodeJSONLine(text, len(objs)+1)
+		if err != nil {
+			return nil, err
 		}
 		// Columns in first-seen order; keys of one object sorted for determinism.
 		keys := make([]string, 0, len(obj))
@@ -401,4 +392,25 @@ func WriteParquet(w io.Writer, cols []Column) error {
 		return err
 	}
 	return pw.Close()
+}
+
+// DecodeJSONLine decodes one non-blank line of a JSON Lines batch: exactly
+// one JSON object, numbers kept as json.Number. A line that is not one
+// object is an *Error naming the row. The ingest service's streaming scan
+// and Read share it, so both refuse the same lines with the same reasons.
+func DecodeJSONLine(text []byte, row int) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil || obj == nil {
+		reason := "not a JSON object"
+		if err != nil {
+			reason = "not a JSON object: " + err.Error()
+		}
+		return nil, &Error{Format: FormatJSONL, Row: row, Reason: reason}
+	}
+	if dec.More() {
+		return nil, &Error{Format: FormatJSONL, Row: row, Reason: "more than one JSON value on the line"}
+	}
+	return obj, nil
 }

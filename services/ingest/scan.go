@@ -127,18 +127,9 @@ func scanJSONL(r io.Reader) (summary, error) {
 		if len(text) == 0 {
 			continue
 		}
-		dec := json.NewDecoder(bytes.NewReader(text))
-		dec.UseNumber()
-		var obj map[string]any
-		if err := dec.Decode(&obj); err != nil || obj == nil {
-			reason := "not a JSON object"
-			if err != nil {
-				reason = "not a JSON object: " + err.Error()
-			}
-			return summary{}, &table.Error{Format: table.FormatJSONL, Row: int(rows) + 1, Reason: reason}
-		}
-		if dec.More() {
-			return summary{}, &table.Error{Format: table.FormatJSONL, Row: int(rows) + 1, Reason: "more than one JSON value on the line"}
+		obj, err := table.DecodeJSONLine(text, int(rows)+1)
+		if err != nil {
+			return summary{}, err
 		}
 		rows++
 		keys := make([]string, 0, len(obj))
