@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,6 +91,19 @@ func (o clientOptions) connect() (*nats.Conn, jetstream.JetStream, error) {
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// checkOutput checks an -o value against the formats a command writes,
+// and names them when it is none of them.
+func checkOutput(output string, formats ...string) error {
+	if slices.Contains(formats, output) {
+		return nil
+	}
+	want := formats[len(formats)-1]
+	if len(formats) > 1 {
+		want = strings.Join(formats[:len(formats)-1], ", ") + " or " + want
+	}
+	return fmt.Errorf("-o %q: want %s", output, want)
 }
 
 // dialClient connects a client command once, as the identity of seed (none

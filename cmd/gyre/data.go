@@ -74,8 +74,8 @@ func runDataRejected(ctx context.Context, o dataOptions, args []string, stdout, 
 	if err := events.ValidatePipeline(p); err != nil {
 		return err
 	}
-	if o.output != "table" && o.output != "json" {
-		return fmt.Errorf("-o %q: want table or json", o.output)
+	if err := checkOutput(o.output, "table", "json"); err != nil {
+		return err
 	}
 	nc, js, err := o.connect()
 	if err != nil {

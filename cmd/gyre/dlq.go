@@ -78,10 +78,7 @@ func unjoin(err error) []error {
 }
 
 func (o dlqOptions) checkOutput() error {
-	if o.output != "table" && o.output != "json" {
-		return fmt.Errorf("-o %q: want table or json", o.output)
-	}
-	return nil
+	return checkOutput(o.output, "table", "json")
 }
 
 // parseSeqs reads SEQ arguments.

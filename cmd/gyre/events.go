@@ -78,8 +78,8 @@ Event names: ` + strings.Join(events.Names(), ", "),
 
 // query resolves the flags into the stream and subject filter to read.
 func (o eventsOptions) query() (stream, filter string, err error) {
-	if o.output != "table" && o.output != "json" {
-		return "", "", fmt.Errorf("-o %q: want table or json", o.output)
+	if err := checkOutput(o.output, "table", "json"); err != nil {
+		return "", "", err
 	}
 	if o.since < 0 {
 		return "", "", fmt.Errorf("--since %s: must not be negative", o.since)

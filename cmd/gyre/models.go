@@ -42,8 +42,10 @@ func (o *registryOptions) flags(cmd *cobra.Command, withOutput bool) {
 // registryBucket connects and binds the gyre-registry bucket; close the
 // connection when done.
 func (o registryOptions) registryBucket(ctx context.Context) (func(), jetstream.JetStream, jetstream.KeyValue, error) {
-	if o.output != "" && o.output != "table" && o.output != "json" {
-		return nil, nil, nil, fmt.Errorf("-o %q: want table or json", o.output)
+	if o.output != "" {
+		if err := checkOutput(o.output, "table", "json"); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	nc, js, err := o.connect()
 	if err != nil {

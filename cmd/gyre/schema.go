@@ -143,10 +143,8 @@ func (o schemaOptions) buckets(ctx context.Context, p string) (pipelines, state 
 }
 
 func runSchemaShow(ctx context.Context, o schemaOptions, p string, stdout io.Writer) error {
-	switch o.output {
-	case "table", "yaml", "json":
-	default:
-		return fmt.Errorf("-o %q: want table, yaml or json", o.output)
+	if err := checkOutput(o.output, "table", "yaml", "json"); err != nil {
+		return err
 	}
 	pipelines, state, closeFn, err := o.buckets(ctx, p)
 	if err != nil {
