@@ -628,8 +628,8 @@ func lgbSignature(names string, nIn int, obj lgbObjective) (Signature, error) {
 	return sig, nil
 }
 
-// lgbFloats parses n space-separated float64 values.
-func lgbFloats(t *lgbTree, key string, n int) ([]float64, error) {
+// lgbFields returns the n space-separated values of a tree's key.
+func lgbFields(t *lgbTree, key string, n int) ([]string, error) {
 	s, ok := t.fields[key]
 	if !ok {
 		return nil, artifactErr("lightgbm: tree %d has no %s", t.index, key)
@@ -637,6 +637,15 @@ func lgbFloats(t *lgbTree, key string, n int) ([]float64, error) {
 	f := strings.Fields(s)
 	if len(f) != n {
 		return nil, artifactErr("lightgbm: tree %d: %s has %d values, %d expected", t.index, key, len(f), n)
+	}
+	return f, nil
+}
+
+// lgbFloats parses n space-separated float64 values.
+func lgbFloats(t *lgbTree, key string, n int) ([]float64, error) {
+	f, err := lgbFields(t, key, n)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]float64, n)
 	for i, v := range f {
@@ -651,13 +660,9 @@ func lgbFloats(t *lgbTree, key string, n int) ([]float64, error) {
 
 // lgbInts parses n space-separated integers.
 func lgbInts(t *lgbTree, key string, n int) ([]int, error) {
-	s, ok := t.fields[key]
-	if !ok {
-		return nil, artifactErr("lightgbm: tree %d has no %s", t.index, key)
-	}
-	f := strings.Fields(s)
-	if len(f) != n {
-		return nil, artifactErr("lightgbm: tree %d: %s has %d values, %d expected", t.index, key, len(f), n)
+	f, err := lgbFields(t, key, n)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]int, n)
 	for i, v := range f {
